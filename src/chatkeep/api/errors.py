@@ -1,0 +1,108 @@
+"""Every error leaves as RFC 9457 ``application/problem+json`` with a stable ``code`` (G8).
+
+No traceback ever reaches a client: unexpected exceptions are logged here and answered with a
+plain ``internal_error``; database trouble that outlived its retries is a ``503`` to retry.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException
+
+from chatkeep.api import metrics
+from chatkeep.problems import IdempotencyConflict, Problem, Unavailable
+
+log = logging.getLogger("chatkeep.api")
+PROBLEM_JSON = "application/problem+json"
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body = {
+        "type": f"https://chatkeep.dev/problems/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _from_problem(problem: Problem, path: str = "") -> JSONResponse:
+    if isinstance(problem, IdempotencyConflict):
+        metrics.WRITES.labels(resource=metrics.resource_of(path), outcome="conflict").inc()
+    return JSONResponse(
+        problem.body(),
+        status_code=problem.status,
+        media_type=PROBLEM_JSON,
+        headers=problem.headers or None,
+    )
+
+
+async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    return _from_problem(exc, request.url.path)
+
+
+async def _on_validation(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": err.get("type")}
+        for err in exc.errors()[:20]
+    ]
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"] if p != "body") or "request"
+    return problem_response(
+        422, "validation_error", "Invalid request", f"{where}: {first['msg']}", errors=errors
+    )
+
+
+async def _on_http(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    detail = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    return problem_response(
+        exc.status_code, code, detail, detail, headers=dict(exc.headers or {}) or None
+    )
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, DBAPIError):
+        log.warning("database error on %s %s: %s", request.method, request.url.path, exc)
+        if request.method not in ("GET", "HEAD"):
+            metrics.SAVE_FAILURES.inc()
+        return _from_problem(Unavailable("the database is busy or unreachable; retry"))
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    if request.method not in ("GET", "HEAD"):
+        metrics.SAVE_FAILURES.inc()
+    return problem_response(500, "internal_error", "Internal error", "an unexpected error")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(HTTPException, _on_http)
+    app.add_exception_handler(Exception, _on_unexpected)

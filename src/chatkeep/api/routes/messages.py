@@ -1,0 +1,138 @@
+"""/api/sessions/{sid}/messages: append one or a batch without generating, and sync by seq."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response, status
+
+from chatkeep.api import metrics
+from chatkeep.api.deps import CurrentUser, DbDep, MessageId, SessionId, SettingsDep
+from chatkeep.api.schemas import (
+    BatchCreate,
+    BatchResult,
+    MessageCreate,
+    MessagePublic,
+    MessagesPage,
+)
+from chatkeep.problems import Invalid
+from chatkeep.settings import Settings
+from chatkeep.store import content, messages, sessions
+from chatkeep.store.hashing import request_hash
+
+router = APIRouter(prefix="/api/sessions/{session_id}/messages", tags=["messages"])
+
+
+def content_limits(settings: Settings) -> content.ContentLimits:
+    return content.ContentLimits(
+        max_parts=settings.max_content_parts,
+        max_image_bytes=settings.max_image_bytes,
+        max_text_chars=settings.max_text_chars,
+    )
+
+
+def new_message(
+    message_id: str, body: MessageCreate, settings: Settings
+) -> tuple[messages.NewMessage, list[content.NewBlob]]:
+    raw = body.model_dump(mode="json", exclude_unset=True)
+    normalized, blobs = content.normalize_content(raw["content"], content_limits(settings))
+    parent_given = "parent_id" in body.model_fields_set
+    parent_id = str(body.parent_id) if body.parent_id is not None else None
+    fingerprint = request_hash(
+        {
+            "role": body.role,
+            "content": normalized,
+            "parent_id": parent_id if parent_given else "<active leaf>",
+            "model": body.model,
+            "status": body.status,
+            "error": body.error,
+            "usage": body.usage,
+        }
+    )
+    msg = messages.NewMessage(
+        id=message_id,
+        role=body.role,
+        content=normalized,
+        fingerprint=fingerprint,
+        parent_id=parent_id,
+        parent_given=parent_given,
+        model=body.model,
+        status=body.status,
+        error=body.error,
+        usage=body.usage,
+    )
+    return msg, blobs
+
+
+@router.put("/{message_id}", response_model=MessagePublic, status_code=201)
+async def put_message(
+    session_id: SessionId,
+    message_id: MessageId,
+    body: MessageCreate,
+    user: CurrentUser,
+    db: DbDep,
+    settings: SettingsDep,
+    response: Response,
+) -> dict[str, Any]:
+    """Append one message (an import, or a reply generated elsewhere): 201, then 200 on replay."""
+    msg, blobs = new_message(str(message_id), body, settings)
+
+    async def work(conn: Any) -> tuple[dict[str, Any], bool]:
+        await content.put_blobs(conn, user.user_pk, blobs)
+        await content.check_blob_refs(conn, user.user_pk, msg.content)
+        return await messages.append_message(
+            conn, user_pk=user.user_pk, session_id=str(session_id), msg=msg
+        )
+
+    public, created = await db.write(work)
+    metrics.WRITES.labels(resource="message", outcome="created" if created else "replayed").inc()
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return public
+
+
+@router.get("", response_model=MessagesPage)
+async def sync_messages(
+    session_id: SessionId,
+    user: CurrentUser,
+    db: DbDep,
+    after_seq: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Every branch's messages after ``after_seq``, in order: incremental sync."""
+    async with db.read() as conn:
+        row = await sessions.live_session(conn, user.user_pk, str(session_id))
+        return await messages.messages_after(conn, row, after_seq=after_seq, limit=limit)
+
+
+batch_router = APIRouter(prefix="/api/sessions", tags=["messages"])
+
+
+@batch_router.post("/{session_id}/messages:batch", response_model=BatchResult)
+async def append_batch(
+    session_id: SessionId,
+    body: BatchCreate,
+    user: CurrentUser,
+    db: DbDep,
+    settings: SettingsDep,
+    response: Response,
+) -> dict[str, Any]:
+    """Append many messages in one transaction: all or none, a result per item (G9)."""
+    if len(body.messages) > settings.max_batch_items:
+        raise Invalid(f"at most {settings.max_batch_items} messages a batch", field="messages")
+    prepared = [new_message(str(item.id), item, settings) for item in body.messages]
+    # Without a parent_id, each item continues from the one before it, as one conversation.
+
+    async def work(conn: Any) -> list[dict[str, Any]]:
+        for msg, blobs in prepared:
+            await content.put_blobs(conn, user.user_pk, blobs)
+            await content.check_blob_refs(conn, user.user_pk, msg.content)
+        return await messages.append_batch(
+            conn, user_pk=user.user_pk, session_id=str(session_id), msgs=[m for m, _ in prepared]
+        )
+
+    results = await db.write(work)
+    created = sum(1 for r in results if r["status"] == 201)
+    metrics.WRITES.labels(resource="message", outcome="created").inc(created)
+    metrics.WRITES.labels(resource="message", outcome="replayed").inc(len(results) - created)
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return {"results": results}

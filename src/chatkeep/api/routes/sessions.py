@@ -1,0 +1,105 @@
+"""/api/sessions: create-or-replay, list, read, patch, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response, status
+
+from chatkeep.api import metrics
+from chatkeep.api.deps import CurrentUser, DbDep, SessionId
+from chatkeep.api.schemas import (
+    SessionCreate,
+    SessionDetail,
+    SessionPublic,
+    SessionsPage,
+    SessionUpdate,
+)
+from chatkeep.store import messages, sessions
+
+router = APIRouter(prefix="/api/sessions", tags=["sessions"])
+
+
+@router.put("/{session_id}", response_model=SessionPublic, status_code=201)
+async def put_session(
+    session_id: SessionId, body: SessionCreate, user: CurrentUser, db: DbDep, response: Response
+) -> dict[str, Any]:
+    """Create the session if absent (201), else return it (200). Same id, other fields: 409."""
+    fields = body.model_dump(exclude_unset=True)
+
+    async def work(conn: Any) -> tuple[dict[str, Any], bool]:
+        return await sessions.create_session_once(
+            conn, user_pk=user.user_pk, session_id=str(session_id), fields=fields
+        )
+
+    public, created = await db.write(work)
+    metrics.WRITES.labels(resource="session", outcome="created" if created else "replayed").inc()
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return public
+
+
+@router.get("", response_model=SessionsPage)
+async def list_sessions(
+    user: CurrentUser,
+    db: DbDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    archived: bool = False,
+    pinned: bool | None = None,
+) -> dict[str, Any]:
+    """Newest first by ``updated_at``. Pass ``next_cursor`` back as ``cursor`` for the next page."""
+    async with db.read() as conn:
+        return await sessions.list_sessions(
+            conn,
+            user_pk=user.user_pk,
+            limit=limit,
+            cursor=cursor,
+            q=q,
+            archived=archived,
+            pinned=pinned,
+        )
+
+
+@router.get("/{session_id}", response_model=SessionDetail)
+async def get_session(session_id: SessionId, user: CurrentUser, db: DbDep) -> dict[str, Any]:
+    """The session with the messages of its active path, root to leaf."""
+    async with db.read() as conn:
+        row = await sessions.live_session(conn, user.user_pk, str(session_id))
+        path = await messages.active_path(conn, row)
+    return {**sessions.session_public(row), "messages": path}
+
+
+@router.patch("/{session_id}", response_model=SessionPublic)
+async def patch_session(
+    session_id: SessionId, body: SessionUpdate, user: CurrentUser, db: DbDep
+) -> dict[str, Any]:
+    changes = body.model_dump(exclude_unset=True)
+    for name in ("title", "pinned", "archived"):
+        if name in changes and changes[name] is None:
+            del changes[name]
+    if "active_leaf_id" in changes and changes["active_leaf_id"] is not None:
+        changes["active_leaf_id"] = str(changes["active_leaf_id"])
+
+    async def work(conn: Any) -> dict[str, Any]:
+        return await sessions.patch_session(
+            conn, user_pk=user.user_pk, session_id=str(session_id), changes=changes
+        )
+
+    return await db.write(work)
+
+
+@router.delete("/{session_id}", status_code=204, response_class=Response)
+async def delete_session(
+    session_id: SessionId, user: CurrentUser, db: DbDep, request: Request
+) -> Response:
+    """Delete wins (G5): the messages go, a tombstone stays, a running generation is stopped."""
+
+    async def work(conn: Any) -> int | None:
+        return await sessions.tombstone(conn, user_pk=user.user_pk, session_id=str(session_id))
+
+    session_pk = await db.write(work)
+    on_delete = getattr(request.app.state, "on_session_deleted", None)
+    if session_pk is not None and on_delete is not None:
+        await on_delete(session_pk)
+    return Response(status_code=204)

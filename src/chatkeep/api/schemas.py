@@ -1,0 +1,154 @@
+"""Request and response bodies: one family per resource (Create, Update, Public, Page)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["system", "user", "assistant"]
+Status = Literal["complete", "streaming", "error", "cancelled", "interrupted"]
+Title = Annotated[str, Field(max_length=500)]
+ModelName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextPart(Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ImageUrl(Strict):
+    url: str = Field(max_length=12_000_000)
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(Strict):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+Part = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+Content = str | Annotated[list[Part], Field(min_length=1)]
+
+
+class SessionCreate(Strict):
+    title: Title | None = None
+    model: ModelName | None = None
+    pinned: bool = False
+    archived: bool = False
+
+
+class SessionUpdate(Strict):
+    title: Title | None = None
+    model: ModelName | None = None
+    pinned: bool | None = None
+    archived: bool | None = None
+    active_leaf_id: UUID | None = None
+
+
+class SessionPublic(BaseModel):
+    id: str
+    title: str
+    model: str | None
+    created_at: datetime
+    updated_at: datetime
+    pinned: bool
+    archived: bool
+    active_leaf_id: str | None
+    last_seq: int
+
+
+class MessagePublic(BaseModel):
+    id: str
+    session_id: str
+    seq: int
+    parent_id: str | None
+    role: Role
+    content: str | list[dict[str, Any]]
+    model: str | None
+    status: Status
+    error: dict[str, Any] | None
+    usage: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SessionDetail(SessionPublic):
+    messages: list[MessagePublic] = Field(description="The active path, root to leaf.")
+
+
+class SessionsPage(BaseModel):
+    sessions: list[SessionPublic]
+    next_cursor: str | None
+
+
+class MessageCreate(Strict):
+    role: Role
+    content: Content
+    parent_id: UUID | None = Field(
+        default=None,
+        description="Absent: continue the active path. null: a new root. An earlier message: "
+        "a branch (an edit).",
+    )
+    model: ModelName | None = None
+    status: Literal["complete", "error", "cancelled", "interrupted"] = "complete"
+    error: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None
+
+
+class BatchItem(MessageCreate):
+    id: UUID
+
+
+class BatchCreate(Strict):
+    messages: list[BatchItem] = Field(min_length=1)
+
+
+class BatchItemResult(BaseModel):
+    id: str
+    status: int
+    message: MessagePublic | None = None
+    code: str | None = None
+    detail: str | None = None
+
+
+class BatchResult(BaseModel):
+    results: list[BatchItemResult]
+
+
+class MessagesPage(BaseModel):
+    messages: list[MessagePublic]
+    next_after_seq: int | None
+    last_seq: int
+
+
+class Credentials(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class UserPublic(BaseModel):
+    name: str
+    is_admin: bool
+
+
+class AuthStatus(BaseModel):
+    needs_setup: bool
+    user: UserPublic | None
+    csrf_token: str | None = None
+
+
+class KeyCreate(Strict):
+    name: str = Field(min_length=1, max_length=64)
+
+
+class KeyCreated(BaseModel):
+    name: str
+    prefix: str
+    key: str = Field(description="Shown once; only its hash is stored.")

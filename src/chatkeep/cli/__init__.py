@@ -1,0 +1,1 @@
+"""The ``chatkeep`` command: thin Typer commands over the store (admin) or the SDK (chat)."""

@@ -1,0 +1,1 @@
+"""The database: tables, migrations, and the named operations that carry the guarantees."""

@@ -1,0 +1,237 @@
+"""Messages: append exactly once with a contiguous ``seq``, read the active path, sync by seq.
+
+``insert_once`` and ``next_seq`` are the two mechanisms behind G1 and "no gaps": the session row
+is locked for the whole append (PostgreSQL ``FOR UPDATE``; SQLite ``BEGIN IMMEDIATE``), the new
+row takes ``last_seq + 1``, and the insert skips a row whose id already exists so the caller can
+answer with the stored one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Row, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from chatkeep.problems import BatchFailed, IdempotencyConflict, InvalidParent, Problem
+from chatkeep.store.sessions import live_session
+from chatkeep.store.tables import ChatSession, Message, utcnow
+
+S = ChatSession.__table__
+M = Message.__table__
+ROLES = ("system", "user", "assistant")
+STATUSES = ("complete", "streaming", "error", "cancelled", "interrupted")
+
+
+@dataclass
+class NewMessage:
+    id: str
+    role: str
+    content: Any
+    fingerprint: str
+    parent_id: str | None = None
+    # False: the client did not say, so the message continues the active path.
+    parent_given: bool = False
+    model: str | None = None
+    status: str = "complete"
+    error: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def message_public(row: Row[Any], session_id: str) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "session_id": session_id,
+        "seq": row.seq,
+        "parent_id": row.parent_id,
+        "role": row.role,
+        "content": row.content,
+        "model": row.model,
+        "status": row.status,
+        "error": row.error,
+        "usage": row.usage,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+
+
+async def find_message(conn: AsyncConnection, user_pk: int, message_id: str) -> Row[Any] | None:
+    stmt = select(M).where(M.c.user_pk == user_pk, M.c.id == message_id)
+    return (await conn.execute(stmt)).first()
+
+
+async def replay_or_conflict(
+    conn: AsyncConnection, session: Row[Any], msg: NewMessage
+) -> dict[str, Any] | None:
+    """The stored message if ``msg.id`` was used before with the same payload; 409 if with
+    another payload or in another session; None if the id is new."""
+    existing = await find_message(conn, session.user_pk, msg.id)
+    if existing is None:
+        return None
+    if existing.session_pk != session.pk or existing.request_hash != msg.fingerprint:
+        raise IdempotencyConflict(f"message {msg.id} was stored with other content")
+    return message_public(existing, session.id)
+
+
+async def insert_once(
+    conn: AsyncConnection, session: Row[Any], msg: NewMessage, *, parent_id: str | None
+) -> Row[Any] | None:
+    """Insert the message at ``next_seq``; None if its id was taken meanwhile. The session row
+    must be locked by the caller, which also moves ``last_seq`` on (``advance_session``)."""
+    now = utcnow()
+    values = {
+        "session_pk": session.pk,
+        "user_pk": session.user_pk,
+        "id": msg.id,
+        "seq": next_seq(session),
+        "parent_id": parent_id,
+        "role": msg.role,
+        "content": msg.content,
+        "model": msg.model,
+        "status": msg.status,
+        "error": msg.error,
+        "usage": msg.usage,
+        "request_hash": msg.fingerprint,
+        "created_at": now,
+        "updated_at": now,
+        **msg.extra,
+    }
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(M)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["user_pk", "id"])
+        .returning(M)
+    )
+    return (await conn.execute(stmt)).first()
+
+
+def next_seq(session: Row[Any]) -> int:
+    return int(session.last_seq) + 1
+
+
+async def advance_session(conn: AsyncConnection, session: Row[Any], leaf_id: str) -> Row[Any]:
+    stmt = (
+        update(S)
+        .where(S.c.pk == session.pk)
+        .values(last_seq=S.c.last_seq + 1, active_leaf_id=leaf_id, updated_at=utcnow())
+        .returning(S)
+    )
+    return (await conn.execute(stmt)).one()
+
+
+async def resolve_parent(conn: AsyncConnection, session: Row[Any], msg: NewMessage) -> str | None:
+    """Without a parent_id a message continues the active path; with one it must name a
+    message of this session, and if that is not the leaf it starts a branch (G3)."""
+    if not msg.parent_given:
+        return session.active_leaf_id  # type: ignore[no-any-return]
+    if msg.parent_id is None:
+        return None
+    found = await conn.scalar(
+        select(M.c.session_pk).where(M.c.user_pk == session.user_pk, M.c.id == msg.parent_id)
+    )
+    if found != session.pk:
+        raise InvalidParent(f"{msg.parent_id} is not a message of this session", field="parent_id")
+    return msg.parent_id
+
+
+async def append_to_locked(
+    conn: AsyncConnection, session: Row[Any], msg: NewMessage
+) -> tuple[dict[str, Any], bool, Row[Any]]:
+    """Append to a session whose row this transaction holds locked.
+    Returns ``(public message, created, session row after the append)``."""
+    replay = await replay_or_conflict(conn, session, msg)
+    if replay is not None:
+        return replay, False, session
+    parent_id = await resolve_parent(conn, session, msg)
+    row = await insert_once(conn, session, msg, parent_id=parent_id)
+    if row is None:
+        # The id was taken in another of this user's sessions between our read and our insert.
+        raise IdempotencyConflict(f"message {msg.id} was stored with other content")
+    session = await advance_session(conn, session, msg.id)
+    return message_public(row, session.id), True, session
+
+
+async def append_message(
+    conn: AsyncConnection, *, user_pk: int, session_id: str, msg: NewMessage
+) -> tuple[dict[str, Any], bool]:
+    session = await live_session(conn, user_pk, session_id, for_update=True)
+    public, created, _ = await append_to_locked(conn, session, msg)
+    return public, created
+
+
+async def append_batch(
+    conn: AsyncConnection, *, user_pk: int, session_id: str, msgs: list[NewMessage]
+) -> list[dict[str, Any]]:
+    """All of the batch or none of it, in order, with a result per item (G9, TC-5.x)."""
+    session = await live_session(conn, user_pk, session_id, for_update=True)
+    results: list[dict[str, Any]] = []
+    failed = False
+    for msg in msgs:
+        if failed:
+            results.append({"id": msg.id, "status": 424, "code": "not_attempted"})
+            continue
+        try:
+            public, created, session = await append_to_locked(conn, session, msg)
+        except Problem as problem:
+            failed = True
+            results.append(
+                {
+                    "id": msg.id,
+                    "status": problem.status,
+                    "code": problem.code,
+                    "detail": problem.detail,
+                }
+            )
+            continue
+        results.append({"id": msg.id, "status": 201 if created else 200, "message": public})
+    if failed:
+        raise BatchFailed("no message of the batch was saved", results=results)
+    return results
+
+
+async def active_path(
+    conn: AsyncConnection, session: Row[Any], *, leaf_id: str | None = None
+) -> list[dict[str, Any]]:
+    """The messages from the root to the leaf (default: the session's active leaf), in order."""
+    leaf = leaf_id or session.active_leaf_id
+    if leaf is None:
+        return []
+    path = (
+        select(M.c.pk, M.c.parent_id)
+        .where(M.c.user_pk == session.user_pk, M.c.id == leaf, M.c.session_pk == session.pk)
+        .cte("path", recursive=True)
+    )
+    parent = M.alias("parent")
+    path = path.union_all(
+        select(parent.c.pk, parent.c.parent_id).where(
+            parent.c.user_pk == literal(session.user_pk),
+            parent.c.session_pk == literal(session.pk),
+            parent.c.id == path.c.parent_id,
+        )
+    )
+    stmt = select(M).join(path, M.c.pk == path.c.pk).order_by(M.c.seq)
+    rows = (await conn.execute(stmt)).all()
+    return [message_public(r, session.id) for r in rows]
+
+
+async def messages_after(
+    conn: AsyncConnection, session: Row[Any], *, after_seq: int, limit: int
+) -> dict[str, Any]:
+    """Every branch, in ``seq`` order, after a given seq: incremental sync for clients."""
+    stmt = (
+        select(M)
+        .where(M.c.session_pk == session.pk, M.c.seq > after_seq)
+        .order_by(M.c.seq)
+        .limit(limit + 1)
+    )
+    rows = (await conn.execute(stmt)).all()
+    page = rows[:limit]
+    return {
+        "messages": [message_public(r, session.id) for r in page],
+        "next_after_seq": page[-1].seq if len(rows) > limit else None,
+        "last_seq": session.last_seq,
+    }

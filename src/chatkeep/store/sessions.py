@@ -1,0 +1,174 @@
+"""Sessions (chats): create once, list by keyset, patch, and tombstone."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from chatkeep.problems import Gone, IdempotencyConflict, Invalid, InvalidParent, NotFound
+from chatkeep.store.hashing import request_hash
+from chatkeep.store.tables import ChatSession, Message, utcnow
+
+S = ChatSession.__table__
+M = Message.__table__
+
+
+def session_public(row: Row[Any]) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "title": row.title,
+        "model": row.model,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "pinned": row.pinned,
+        "archived": row.archived,
+        "active_leaf_id": row.active_leaf_id,
+        "last_seq": row.last_seq,
+    }
+
+
+async def create_session_once(
+    conn: AsyncConnection, *, user_pk: int, session_id: str, fields: dict[str, Any]
+) -> tuple[dict[str, Any], bool]:
+    """Create the session if absent; else return it. ``(public, created)``.
+
+    The caller runs this in a write transaction, so the insert and the read of an existing row
+    cannot interleave with a racing create of the same id (G1).
+    """
+    fingerprint = request_hash(fields)
+    existing = await _get_row(conn, user_pk, session_id)
+    if existing is not None:
+        if existing.deleted_at is not None:
+            raise Gone()  # a late retry cannot bring a deleted chat back (G5)
+        if existing.request_hash != fingerprint:
+            raise IdempotencyConflict(f"session {session_id} was created with other fields")
+        return session_public(existing), False
+    now = utcnow()
+    values = {
+        "user_pk": user_pk,
+        "id": session_id,
+        "title": fields.get("title") or "",
+        "model": fields.get("model"),
+        "pinned": bool(fields.get("pinned", False)),
+        "archived": bool(fields.get("archived", False)),
+        "request_hash": fingerprint,
+        "created_at": now,
+        "updated_at": now,
+        "last_seq": 0,
+    }
+    row = (await conn.execute(insert(S).values(values).returning(S))).one()
+    return session_public(row), True
+
+
+async def _get_row(
+    conn: AsyncConnection, user_pk: int, session_id: str, *, for_update: bool = False
+) -> Row[Any] | None:
+    stmt = select(S).where(S.c.user_pk == user_pk, S.c.id == session_id)
+    if for_update and conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return (await conn.execute(stmt)).first()
+
+
+async def live_session(
+    conn: AsyncConnection, user_pk: int, session_id: str, *, for_update: bool = False
+) -> Row[Any]:
+    """The user's session, or 404 (absent or another user's, G7) or 410 (deleted, G5).
+
+    ``for_update`` locks the row on PostgreSQL: every append to a session holds this lock, which
+    is what makes ``seq`` contiguous (SQLite's BEGIN IMMEDIATE already serializes writers).
+    """
+    row = await _get_row(conn, user_pk, session_id, for_update=for_update)
+    if row is None:
+        raise NotFound(f"no session {session_id}")
+    if row.deleted_at is not None:
+        raise Gone()
+    return row
+
+
+async def get_session(conn: AsyncConnection, *, user_pk: int, session_id: str) -> dict[str, Any]:
+    return session_public(await live_session(conn, user_pk, session_id))
+
+
+def _encode_cursor(updated_at: datetime, pk: int) -> str:
+    raw = json.dumps([updated_at.isoformat(), pk]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        stamp, pk = json.loads(base64.urlsafe_b64decode(padded))
+        return datetime.fromisoformat(stamp), int(pk)
+    except (ValueError, TypeError) as exc:
+        raise Invalid("cursor is not one this server gave out", field="cursor") from exc
+
+
+async def list_sessions(
+    conn: AsyncConnection,
+    *,
+    user_pk: int,
+    limit: int,
+    cursor: str | None = None,
+    q: str | None = None,
+    archived: bool = False,
+    pinned: bool | None = None,
+) -> dict[str, Any]:
+    """Newest first by ``updated_at``; a keyset cursor, so page 100 costs what page 1 does."""
+    stmt = select(S).where(
+        S.c.user_pk == user_pk, S.c.archived == archived, S.c.deleted_at.is_(None)
+    )
+    if pinned is not None:
+        stmt = stmt.where(S.c.pinned == pinned)
+    if q:
+        stmt = stmt.where(func.lower(S.c.title).contains(q.lower(), autoescape=True))
+    if cursor:
+        after_stamp, after_pk = _decode_cursor(cursor)
+        stmt = stmt.where(
+            or_(
+                S.c.updated_at < after_stamp,
+                and_(S.c.updated_at == after_stamp, S.c.pk < after_pk),
+            )
+        )
+    stmt = stmt.order_by(S.c.updated_at.desc(), S.c.pk.desc()).limit(limit + 1)
+    rows = (await conn.execute(stmt)).all()
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = _encode_cursor(page[-1].updated_at, page[-1].pk) if more else None
+    return {"sessions": [session_public(r) for r in page], "next_cursor": next_cursor}
+
+
+async def patch_session(
+    conn: AsyncConnection, *, user_pk: int, session_id: str, changes: dict[str, Any]
+) -> dict[str, Any]:
+    row = await live_session(conn, user_pk, session_id, for_update=True)
+    leaf = changes.get("active_leaf_id")
+    if "active_leaf_id" in changes and leaf is not None:
+        found = await conn.scalar(
+            select(M.c.pk).where(M.c.user_pk == user_pk, M.c.id == leaf, M.c.session_pk == row.pk)
+        )
+        if found is None:
+            raise InvalidParent(f"{leaf} is not a message of this session", field="active_leaf_id")
+    if changes:
+        await conn.execute(update(S).where(S.c.pk == row.pk).values(**changes))
+    return session_public(await live_session(conn, user_pk, session_id))
+
+
+async def tombstone(conn: AsyncConnection, *, user_pk: int, session_id: str) -> int | None:
+    """Delete a session's messages and keep a tombstone (G5). Returns its pk, or None if it was
+    already deleted; 404 if it never existed for this user."""
+    row = await _get_row(conn, user_pk, session_id, for_update=True)
+    if row is None:
+        raise NotFound(f"no session {session_id}")
+    if row.deleted_at is not None:
+        return None
+    await conn.execute(delete(M).where(M.c.session_pk == row.pk))
+    await conn.execute(
+        update(S)
+        .where(S.c.pk == row.pk)
+        .values(deleted_at=utcnow(), title="", model=None, active_leaf_id=None)
+    )
+    return int(row.pk)

@@ -1,0 +1,193 @@
+"""Accounts: users with argon2 passwords, API keys (``ck_…``, shown once), browser sign-ins."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from chatkeep.problems import AlreadyExists, Invalid, NotFound
+from chatkeep.store.tables import ApiKey, InstanceSetup, User, WebSession, utcnow
+
+U = User.__table__
+K = ApiKey.__table__
+W = WebSession.__table__
+I = InstanceSetup.__table__  # noqa: E741
+
+_hasher = PasswordHasher()
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+# Verifying against this keeps a sign-in for an unknown name as slow as for a known one.
+_DUMMY_HASH = _hasher.hash("chatkeep-dummy-password")
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_pk: int
+    name: str
+    is_admin: bool
+    # Set for browser sign-ins: unsafe methods must echo it in X-CSRF-Token.
+    csrf_token: str | None = None
+
+
+def sha256_hex(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise Invalid("a user name is 1-64 letters, digits, '_', '.', '@' or '-'", field="name")
+    return name
+
+
+def check_password(password: str) -> str:
+    if not 8 <= len(password) <= 1024:
+        raise Invalid("a password has 8 to 1024 characters", field="password")
+    return password
+
+
+async def create_user(
+    conn: AsyncConnection, *, name: str, password: str | None, admin: bool = False
+) -> dict[str, Any]:
+    """Create a user. The very first account becomes admin, whatever was asked."""
+    check_name(name)
+    password_hash = _hasher.hash(check_password(password)) if password is not None else None
+    first = (await conn.scalar(select(func.count()).select_from(U))) == 0
+    try:
+        async with conn.begin_nested():
+            pk = await conn.scalar(
+                insert(U)
+                .values(name=name, password_hash=password_hash, is_admin=admin or first)
+                .returning(U.c.pk)
+            )
+    except IntegrityError as exc:
+        raise AlreadyExists(f"user {name} exists") from exc
+    if first:
+        # Two racing first accounts: only one row here, so only one claims the instance.
+        try:
+            async with conn.begin_nested():
+                await conn.execute(insert(I).values(id=1, user_pk=pk))
+        except IntegrityError:
+            await conn.execute(update(U).where(U.c.pk == pk).values(is_admin=admin))
+    row = (await conn.execute(select(U).where(U.c.pk == pk))).one()
+    return {"name": row.name, "is_admin": row.is_admin, "created_at": row.created_at}
+
+
+async def count_users(conn: AsyncConnection) -> int:
+    return int(await conn.scalar(select(func.count()).select_from(U)) or 0)
+
+
+async def list_users(conn: AsyncConnection) -> list[dict[str, Any]]:
+    rows = (await conn.execute(select(U).order_by(U.c.pk))).all()
+    return [{"name": r.name, "is_admin": r.is_admin, "created_at": r.created_at} for r in rows]
+
+
+async def user_pk(conn: AsyncConnection, name: str) -> int:
+    pk = await conn.scalar(select(U.c.pk).where(U.c.name == name))
+    if pk is None:
+        raise NotFound(f"no user {name}")
+    return int(pk)
+
+
+async def set_password(conn: AsyncConnection, *, name: str, password: str) -> None:
+    pk = await user_pk(conn, name)
+    hashed = _hasher.hash(check_password(password))
+    await conn.execute(update(U).where(U.c.pk == pk).values(password_hash=hashed))
+    await conn.execute(delete(W).where(W.c.user_pk == pk))
+
+
+async def delete_user(conn: AsyncConnection, *, name: str) -> None:
+    await conn.execute(delete(U).where(U.c.pk == await user_pk(conn, name)))
+
+
+async def verify_password(conn: AsyncConnection, *, name: str, password: str) -> Principal | None:
+    row = (await conn.execute(select(U).where(U.c.name == name))).first()
+    try:
+        _hasher.verify(row.password_hash if row and row.password_hash else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if row is None or row.password_hash is None:
+        return None
+    return Principal(row.pk, row.name, row.is_admin)
+
+
+async def create_api_key(conn: AsyncConnection, *, user_name: str, name: str) -> dict[str, Any]:
+    """Returns the key itself, once; only its hash is stored."""
+    pk = await user_pk(conn, user_name)
+    key = "ck_" + secrets.token_urlsafe(32)
+    await conn.execute(
+        insert(K).values(user_pk=pk, name=name, prefix=key[:10], key_hash=sha256_hex(key))
+    )
+    return {"name": name, "prefix": key[:10], "key": key}
+
+
+async def list_api_keys(conn: AsyncConnection, *, user_name: str) -> list[dict[str, Any]]:
+    pk = await user_pk(conn, user_name)
+    rows = (await conn.execute(select(K).where(K.c.user_pk == pk).order_by(K.c.pk))).all()
+    return [
+        {
+            "name": r.name,
+            "prefix": r.prefix,
+            "created_at": r.created_at,
+            "revoked": bool(r.revoked_at),
+        }
+        for r in rows
+    ]
+
+
+async def revoke_api_key(conn: AsyncConnection, *, user_name: str, prefix: str) -> int:
+    pk = await user_pk(conn, user_name)
+    result = await conn.execute(
+        update(K)
+        .where(K.c.user_pk == pk, K.c.prefix == prefix, K.c.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    return int(result.rowcount)
+
+
+async def principal_for_api_key(conn: AsyncConnection, key: str) -> Principal | None:
+    stmt = (
+        select(U.c.pk, U.c.name, U.c.is_admin)
+        .join(K, K.c.user_pk == U.c.pk)
+        .where(K.c.key_hash == sha256_hex(key), K.c.revoked_at.is_(None))
+    )
+    row = (await conn.execute(stmt)).first()
+    return Principal(row.pk, row.name, row.is_admin) if row else None
+
+
+async def start_web_session(
+    conn: AsyncConnection, *, user: Principal, days: int
+) -> tuple[str, str]:
+    """A new browser sign-in: ``(cookie token, csrf token)``."""
+    token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+    await conn.execute(
+        insert(W).values(
+            user_pk=user.user_pk,
+            token_hash=sha256_hex(token),
+            csrf_token=csrf,
+            expires_at=utcnow() + timedelta(days=days),
+        )
+    )
+    return token, csrf
+
+
+async def principal_for_web_session(conn: AsyncConnection, token: str) -> Principal | None:
+    stmt = (
+        select(U.c.pk, U.c.name, U.c.is_admin, W.c.csrf_token)
+        .join(W, W.c.user_pk == U.c.pk)
+        .where(W.c.token_hash == sha256_hex(token), W.c.expires_at > utcnow())
+    )
+    row = (await conn.execute(stmt)).first()
+    return Principal(row.pk, row.name, row.is_admin, row.csrf_token) if row else None
+
+
+async def end_web_session(conn: AsyncConnection, token: str) -> None:
+    await conn.execute(delete(W).where(W.c.token_hash == sha256_hex(token)))
