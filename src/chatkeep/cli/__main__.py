@@ -1,0 +1,3 @@
+from chatkeep.cli.main import app
+
+app(prog_name="chatkeep")

@@ -1,0 +1,70 @@
+"""Fixtures: a real database (SQLite file or PostgreSQL cluster), a real server over loopback,
+and accounts with API keys. Tests that take ``db_url`` run once per database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from support.factories import Account, make_accounts
+from support.postgres import postgres_cluster, postgres_url  # noqa: F401
+from support.server import ServerThread
+
+from chatkeep.settings import Settings
+
+DATABASES = ["sqlite", "postgres"]
+
+
+@pytest.fixture(params=DATABASES)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a new database on the test cluster."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'chatkeep.db'}"
+    else:
+        yield request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        demo_model=True,
+        ollama_autodetect=False,
+        rate_limit_per_minute=0,
+    )
+
+
+@dataclass
+class Stack:
+    """A running server and two accounts that must never see each other's data (G7)."""
+
+    url: str
+    server: ServerThread
+    alice: Account
+    bob: Account
+    settings: Settings
+
+    def client(self, account: Account | None = None, **kwargs: object) -> httpx.AsyncClient:
+        headers = (account or self.alice).headers
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def stack(settings: Settings) -> AsyncIterator[Stack]:
+    accounts = await make_accounts(settings.resolved_database_url, "alice", "bob")
+    server = ServerThread(settings).start()
+    try:
+        yield Stack(server.url, server, accounts["alice"], accounts["bob"], settings)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """alice's client."""
+    async with stack.client() as client:
+        yield client
