@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from chatkeep.cli.accounts import keys_app, users_app
+from chatkeep.cli.audit import audit
 from chatkeep.cli.serve import db_app, serve
 
 app = typer.Typer(
@@ -14,6 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command()(serve)
+app.command()(audit)
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")

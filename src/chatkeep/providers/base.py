@@ -1,0 +1,65 @@
+"""The one small interface between a turn and a model: list the models, stream a reply.
+
+Errors a turn can act on are ``ProviderError`` values with a stable ``code``::
+
+    ProviderError
+      upstream_timeout        no byte from the upstream within the timeout
+      upstream_rate_limited   429
+      upstream_error          any other bad status, or an error reported inside the stream
+      upstream_stream_broken  the stream ended (or the connection dropped) before a finish
+      upstream_unavailable    the connection could not be made at all
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+ErrorCode = Literal[
+    "upstream_timeout",
+    "upstream_rate_limited",
+    "upstream_error",
+    "upstream_stream_broken",
+    "upstream_unavailable",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    id: str  # the upstream's own model id, as sent in the request
+    provider: str  # the name of the provider that serves it
+    name: str  # what a person sees in the model picker
+    is_demo: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of a reply. Text chunks carry no finish_reason; the last chunk of a complete
+    reply has empty text, the finish_reason, and the usage when the upstream reported it."""
+
+    text: str
+    usage: dict[str, Any] | None = None
+    finish_reason: str | None = None
+
+
+class ProviderError(Exception):
+    def __init__(self, code: ErrorCode, message: str, *, status: int | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code: ErrorCode = code
+        self.message = message
+        self.status = status
+
+
+class Provider(Protocol):
+    name: str
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The models on offer; an upstream that cannot answer yields [] (logged), never raises."""
+        ...
+
+    def stream_chat(self, *, model: str, messages: list[dict[str, Any]]) -> AsyncIterator[Chunk]:
+        """Stream a reply to OpenAI chat-format ``messages``; raises ``ProviderError``."""
+        ...
+
+    async def aclose(self) -> None: ...
