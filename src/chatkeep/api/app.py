@@ -10,13 +10,15 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chatkeep import __version__
-from chatkeep.api import errors, metrics
+from chatkeep import __version__, metrics
+from chatkeep.api import errors
 from chatkeep.api.limits import RateLimiter, RequestLimits
-from chatkeep.api.routes import auth, blobs, health, messages, sessions
+from chatkeep.api.routes import auth, blobs, health, messages, sessions, turns
+from chatkeep.providers.registry import Providers
 from chatkeep.settings import Settings
 from chatkeep.store import migrate
 from chatkeep.store.engine import Database
+from chatkeep.turns.manager import TurnManager
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,10 +37,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         if settings.migrate_on_start:
             await migrate.upgrade(db)
+        providers = await Providers.from_settings(settings)
+        turns = TurnManager(db, providers, settings)
+        await turns.start()
         app.state.db = db
+        app.state.turns = turns
+        app.state.on_session_deleted = turns.on_session_deleted
         try:
             yield
         finally:
+            await turns.stop()
+            await providers.aclose()
             await db.dispose()
 
     app = FastAPI(
@@ -59,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sessions.router,
         messages.router,
         messages.batch_router,
+        turns.router,
         blobs.router,
     ):
         app.include_router(router)

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
-from chatkeep.api import metrics
+from chatkeep import metrics
 from chatkeep.problems import IdempotencyConflict, Problem, Unavailable
 
 log = logging.getLogger("chatkeep.api")

@@ -152,3 +152,42 @@ class KeyCreated(BaseModel):
     name: str
     prefix: str
     key: str = Field(description="Shown once; only its hash is stored.")
+
+
+class TurnMessage(Strict):
+    id: UUID
+    content: Content
+    parent_id: UUID | None = Field(
+        default=None,
+        description="Absent: continue the active path. An earlier message: an edit (a branch).",
+    )
+
+
+class TurnSession(Strict):
+    title: Title | None = None
+    model: ModelName | None = None
+
+
+class TurnCreate(Strict):
+    message: TurnMessage
+    reply_id: UUID | None = Field(
+        default=None,
+        description="Absent: derived from message.id, so a retry finds the same reply. "
+        "A new one for the same message: a regeneration.",
+    )
+    model: ModelName | None = None
+    session: TurnSession | None = Field(
+        default=None, description="Create the session in the same request if it is absent."
+    )
+
+
+class ModelPublic(BaseModel):
+    id: str
+    provider: str
+    name: str
+    is_demo: bool
+
+
+class ModelsList(BaseModel):
+    models: list[ModelPublic]
+    default: str | None

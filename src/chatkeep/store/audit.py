@@ -12,11 +12,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, Text, and_, cast, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from chatkeep.store.tables import ChatSession, Message, User, utcnow
+from chatkeep.store.tables import ChatSession, Message, User, table, utcnow
 
-S = ChatSession.__table__
-M = Message.__table__
-U = User.__table__
+S = table(ChatSession)
+M = table(Message)
+U = table(User)
 
 
 @dataclass

@@ -15,9 +15,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatkeep.problems import InvalidContent, InvalidImage
-from chatkeep.store.tables import Blob
+from chatkeep.store.tables import Blob, table
 
-B = Blob.__table__
+B = table(Blob)
 BLOB_URL = re.compile(r"^/api/blobs/(?P<sha>[0-9a-f]{64})$")
 _DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<b64>;base64)?,(?P<data>.*)$", re.S)
 # What each accepted image type starts with; the declared type must match the bytes.

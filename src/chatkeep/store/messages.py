@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatkeep.problems import BatchFailed, IdempotencyConflict, InvalidParent, Problem
 from chatkeep.store.sessions import live_session
-from chatkeep.store.tables import ChatSession, Message, utcnow
+from chatkeep.store.tables import ChatSession, Message, table, utcnow
 
-S = ChatSession.__table__
-M = Message.__table__
+S = table(ChatSession)
+M = table(Message)
 ROLES = ("system", "user", "assistant")
 STATUSES = ("complete", "streaming", "error", "cancelled", "interrupted")
 
@@ -120,14 +120,16 @@ async def advance_session(conn: AsyncConnection, session: Row[Any], leaf_id: str
         .values(last_seq=S.c.last_seq + 1, active_leaf_id=leaf_id, updated_at=utcnow())
         .returning(S)
     )
-    return (await conn.execute(stmt)).one()
+    row: Row[Any] = (await conn.execute(stmt)).one()
+    return row
 
 
 async def resolve_parent(conn: AsyncConnection, session: Row[Any], msg: NewMessage) -> str | None:
     """Without a parent_id a message continues the active path; with one it must name a
     message of this session, and if that is not the leaf it starts a branch (G3)."""
     if not msg.parent_given:
-        return session.active_leaf_id  # type: ignore[no-any-return]
+        leaf: str | None = session.active_leaf_id
+        return leaf
     if msg.parent_id is None:
         return None
     found = await conn.scalar(

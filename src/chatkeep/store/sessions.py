@@ -12,10 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatkeep.problems import Gone, IdempotencyConflict, Invalid, InvalidParent, NotFound
 from chatkeep.store.hashing import request_hash
-from chatkeep.store.tables import ChatSession, Message, utcnow
+from chatkeep.store.tables import ChatSession, Message, table, utcnow
 
-S = ChatSession.__table__
-M = Message.__table__
+S = table(ChatSession)
+M = table(Message)
 
 
 def session_public(row: Row[Any]) -> dict[str, Any]:

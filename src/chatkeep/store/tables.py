@@ -8,7 +8,7 @@ Rows are joined by integer surrogate keys (``pk``), which SQLite stores as its r
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -189,3 +190,8 @@ class InstanceSetup(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_pk: Mapped[int] = mapped_column(ForeignKey("users.pk", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+def table(model: type[Base]) -> Table:
+    """The Core table behind a mapped class, typed as one (statements here are Core)."""
+    return cast(Table, model.__table__)

@@ -16,12 +16,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatkeep.problems import AlreadyExists, Invalid, NotFound
-from chatkeep.store.tables import ApiKey, InstanceSetup, User, WebSession, utcnow
+from chatkeep.store.tables import ApiKey, InstanceSetup, User, WebSession, table, utcnow
 
-U = User.__table__
-K = ApiKey.__table__
-W = WebSession.__table__
-I = InstanceSetup.__table__  # noqa: E741
+U = table(User)
+K = table(ApiKey)
+W = table(WebSession)
+I = table(InstanceSetup)  # noqa: E741
 
 _hasher = PasswordHasher()
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")

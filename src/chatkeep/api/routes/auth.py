@@ -12,7 +12,7 @@ from chatkeep.api.schemas import AuthStatus, Credentials, KeyCreate, KeyCreated
 from chatkeep.problems import AlreadyExists, NotFound, Problem, Unauthorized
 from chatkeep.settings import Settings
 from chatkeep.store import users
-from chatkeep.store.tables import InstanceSetup
+from chatkeep.store.tables import InstanceSetup, table
 from chatkeep.store.users import Principal
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -46,7 +46,7 @@ async def setup(
         await users.create_user(conn, name=body.name, password=body.password, admin=True)
         principal = await users.verify_password(conn, name=body.name, password=body.password)
         owner = await conn.scalar(
-            InstanceSetup.__table__.select().with_only_columns(InstanceSetup.__table__.c.user_pk)
+            table(InstanceSetup).select().with_only_columns(table(InstanceSetup).c.user_pk)
         )
         if principal is None or owner != principal.user_pk:
             raise AlreadyExists("this instance is already set up; sign in")

@@ -32,6 +32,6 @@ async def metrics_endpoint(settings: SettingsDep) -> Response:
     # With several workers each process writes its samples to this directory.
     if settings.prometheus_multiproc_dir:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from chatkeep.api import metrics
+from chatkeep import metrics
 from chatkeep.api.deps import CurrentUser, DbDep, SessionId
 from chatkeep.api.schemas import (
     SessionCreate,
