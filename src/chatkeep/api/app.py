@@ -7,10 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chatkeep import __version__, metrics
+from chatkeep import __version__, metrics, web
 from chatkeep.api import errors
 from chatkeep.api.limits import RateLimiter, RequestLimits
 from chatkeep.api.routes import auth, blobs, health, messages, sessions, turns
@@ -73,10 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
 
-    @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
-
+    web.install(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(Timing)
     return app
