@@ -12,7 +12,7 @@ Errors a turn can act on are ``ProviderError`` values with a stable ``code``::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -58,8 +58,14 @@ class Provider(Protocol):
         """The models on offer; an upstream that cannot answer yields [] (logged), never raises."""
         ...
 
-    def stream_chat(self, *, model: str, messages: list[dict[str, Any]]) -> AsyncIterator[Chunk]:
-        """Stream a reply to OpenAI chat-format ``messages``; raises ``ProviderError``."""
+    def stream_chat(
+        self, *, model: str, messages: list[dict[str, Any]]
+    ) -> AsyncGenerator[Chunk, None]:
+        """Stream a reply to OpenAI chat-format ``messages``; raises ``ProviderError``.
+
+        A generator rather than any iterator, so that a caller can ``aclose()`` it (or cancel
+        its task) and the upstream request is closed at once, not when it is garbage collected.
+        """
         ...
 
     async def aclose(self) -> None: ...

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from chatkeep.providers.base import Chunk, ModelInfo
@@ -75,7 +75,7 @@ class DemoProvider:
 
     async def stream_chat(
         self, *, model: str, messages: list[dict[str, Any]]
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         reply = demo_reply(messages)
         tokens = _TOKEN.findall(reply)
         for n, token in enumerate(tokens):

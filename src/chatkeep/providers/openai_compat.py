@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, cast
 
 import httpx
@@ -69,7 +69,7 @@ class OpenAICompatProvider:
 
     async def stream_chat(
         self, *, model: str, messages: list[dict[str, Any]]
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         try:
             stream = await self._client.chat.completions.create(
                 model=model,

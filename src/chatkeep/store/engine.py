@@ -59,9 +59,14 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         self.retry_attempts = retry_attempts
         self._on_retry = on_retry
-        kwargs: dict[str, Any] = {"pool_pre_ping": not self.is_sqlite}
-        if not self.is_sqlite:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+        # No pre-ping: it costs a round trip per checkout, and a dropped connection is a
+        # transient error that ``write`` retries anyway.
+        kwargs: dict[str, Any] = {
+            "pool_size": pool_size,
+            "max_overflow": pool_size * 2,
+            "pool_timeout": 60,
+            "pool_recycle": 3600,
+        }
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine, sqlite_synchronous)

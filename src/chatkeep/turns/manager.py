@@ -30,6 +30,7 @@ from chatkeep.turns import generation
 from chatkeep.turns.context import build_prompt
 from chatkeep.turns.generation import CANCELLED, INTERRUPTED, SESSION_DELETED, Generation
 from chatkeep.turns.relay import Delta, Final
+from chatkeep.turns.titles import improve_title
 from chatkeep.turns.writer import CheckpointWriter
 
 log = logging.getLogger("chatkeep.turns")
@@ -172,6 +173,17 @@ class TurnManager:
                 await generation.run(gen, self.writer, lost)
             finally:
                 self.live.pop(gen.reply_id, None)
+            final = gen.relay.final
+            first_turn = gen.turn.user_message["seq"] == 1
+            if self.settings.title_from_model and first_turn and final and final.event == "done":
+                await improve_title(
+                    self.db,
+                    gen.provider,
+                    gen.model,
+                    session_pk=gen.turn.session_pk,
+                    first_message=gen.turn.user_message["content"],
+                    reply=gen.relay.text,
+                )
 
         gen.task = asyncio.create_task(main(), name=f"generation-{gen.reply_id}")
 
