@@ -9,11 +9,11 @@ from datetime import timedelta
 
 import httpx
 from sqlalchemy import insert, update
-from support.factories import new_id
 
 from chatkeep.store.audit import run_audit
 from chatkeep.store.engine import Database
 from chatkeep.store.tables import ChatSession, Message, utcnow
+from support.factories import new_id
 
 S, M = ChatSession.__table__, Message.__table__
 

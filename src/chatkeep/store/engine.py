@@ -59,9 +59,10 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         self.retry_attempts = retry_attempts
         self._on_retry = on_retry
-        # No pre-ping: it costs a round trip per checkout, and a dropped connection is a
-        # transient error that ``write`` retries anyway.
+        # A server-side pre-ping finds connections that PostgreSQL dropped (restart, idle
+        # timeout) before a read uses them; writes are retried anyway. SQLite has no server.
         kwargs: dict[str, Any] = {
+            "pool_pre_ping": not self.is_sqlite,
             "pool_size": pool_size,
             "max_overflow": pool_size * 2,
             "pool_timeout": 60,
