@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
@@ -55,7 +56,7 @@ def _from_problem(problem: Problem, path: str = "") -> JSONResponse:
     if isinstance(problem, IdempotencyConflict):
         metrics.WRITES.labels(resource=metrics.resource_of(path), outcome="conflict").inc()
     return JSONResponse(
-        problem.body(),
+        jsonable_encoder(problem.body()),
         status_code=problem.status,
         media_type=PROBLEM_JSON,
         headers=problem.headers or None,

@@ -9,7 +9,7 @@ from collections import defaultdict, deque
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatkeep.api.errors import problem_response
-from chatkeep.problems import PayloadTooLarge, RateLimited
+from chatkeep.problems import RateLimited
 
 _UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -37,21 +37,22 @@ class RequestLimits:
         if has_body and scope["path"].startswith("/api/") and not is_json:
             await self._refuse(scope, receive, send, 415)
             return
-        await self.app(scope, self._counting(receive), send)
-
-    def _counting(self, receive: Receive) -> Receive:
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+        if length is not None:
+            await self.app(scope, receive, send)
+            return
+        # A chunked body has no length to check up front: read it (up to the limit) first.
+        body = bytearray()
+        more = True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body_bytes:
-                    raise BodyTooLarge()
-            return message
-
-        return counted
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_body_bytes:
+                await self._refuse(scope, receive, send, 413)
+                return
+        await self.app(scope, _replay(bytes(body), receive), send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int) -> None:
         if status == 413:
@@ -71,8 +72,17 @@ class RequestLimits:
         await response(scope, receive, send)
 
 
-class BodyTooLarge(PayloadTooLarge):
-    """A chunked body went past the limit; answered 413 like any other problem."""
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 class RateLimiter:

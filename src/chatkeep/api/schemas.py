@@ -81,6 +81,7 @@ class MessagePublic(BaseModel):
 
 class SessionDetail(SessionPublic):
     messages: list[MessagePublic] = Field(description="The active path, root to leaf.")
+    has_more: bool = Field(default=False, description="With limit: earlier messages exist.")
 
 
 class SessionsPage(BaseModel):

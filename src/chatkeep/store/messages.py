@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Row, literal, select, update
+from sqlalchemy import Row, Select, and_, bindparam, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -145,14 +145,14 @@ async def append_to_locked(
 ) -> tuple[dict[str, Any], bool, Row[Any]]:
     """Append to a session whose row this transaction holds locked.
     Returns ``(public message, created, session row after the append)``."""
-    replay = await replay_or_conflict(conn, session, msg)
-    if replay is not None:
-        return replay, False, session
     parent_id = await resolve_parent(conn, session, msg)
     row = await insert_once(conn, session, msg, parent_id=parent_id)
     if row is None:
-        # The id was taken in another of this user's sessions between our read and our insert.
-        raise IdempotencyConflict(f"message {msg.id} was stored with other content")
+        # The id is taken: a replay (200, the stored message) or a conflict (409).
+        replay = await replay_or_conflict(conn, session, msg)
+        if replay is None:
+            raise IdempotencyConflict(f"message {msg.id} was stored with other content")
+        return replay, False, session
     session = await advance_session(conn, session, msg.id)
     return message_public(row, session.id), True, session
 
@@ -191,33 +191,80 @@ async def append_batch(
             continue
         results.append({"id": msg.id, "status": 201 if created else 200, "message": public})
     if failed:
+        # Rolled back: the items before the failing one were not stored either.
+        results = [
+            r if r["status"] >= 400 else {"id": r["id"], "status": 424, "code": "rolled_back"}
+            for r in results
+        ]
         raise BatchFailed("no message of the batch was saved", results=results)
     return results
 
 
+def _path_statement() -> Select[Any]:
+    """Root-ward walk from a leaf over ``parent_id``, at most ``:depth`` messages.
+
+    Every condition of the recursive step is a join on the previous row's key columns, never a
+    constant: with constants, PostgreSQL without fresh statistics scans the whole session at
+    each step (seconds for long chats); with joins each step is one index lookup.
+    """
+    anchor = select(M, literal(0).label("depth")).where(
+        M.c.user_pk == bindparam("user_pk"),
+        M.c.session_pk == bindparam("session_pk"),
+        M.c.id == bindparam("leaf_id"),
+    )
+    path = anchor.cte("path", recursive=True)
+    parent = M.alias("parent")
+    step = (
+        select(parent, (path.c.depth + 1).label("depth"))
+        .join(
+            path,
+            and_(
+                parent.c.user_pk == path.c.user_pk,
+                parent.c.session_pk == path.c.session_pk,
+                parent.c.id == path.c.parent_id,
+            ),
+        )
+        .where(path.c.depth < bindparam("depth"))
+    )
+    path = path.union_all(step)
+    return select(path).order_by(path.c.seq)
+
+
+_ACTIVE_PATH = _path_statement()
+
+
 async def active_path(
-    conn: AsyncConnection, session: Row[Any], *, leaf_id: str | None = None
+    conn: AsyncConnection,
+    session: Row[Any],
+    *,
+    leaf_id: str | None = None,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The messages from the root to the leaf (default: the session's active leaf), in order."""
+    """The messages from the root to the leaf (default: the session's active leaf), in order;
+    with ``limit``, only the last ``limit`` of them."""
+    page, _ = await path_page(conn, session, leaf_id=leaf_id, limit=limit)
+    return page
+
+
+async def path_page(
+    conn: AsyncConnection,
+    session: Row[Any],
+    *,
+    leaf_id: str | None = None,
+    limit: int | None = None,
+) -> tuple[list[dict[str, Any]], bool]:
+    """The last ``limit`` messages of the path ending at ``leaf_id``, and whether more
+    precede them (ask again with ``leaf_id`` = the first one's ``parent_id``)."""
     leaf = leaf_id or session.active_leaf_id
     if leaf is None:
-        return []
-    path = (
-        select(M.c.pk, M.c.parent_id)
-        .where(M.c.user_pk == session.user_pk, M.c.id == leaf, M.c.session_pk == session.pk)
-        .cte("path", recursive=True)
-    )
-    parent = M.alias("parent")
-    path = path.union_all(
-        select(parent.c.pk, parent.c.parent_id).where(
-            parent.c.user_pk == literal(session.user_pk),
-            parent.c.session_pk == literal(session.pk),
-            parent.c.id == path.c.parent_id,
-        )
-    )
-    stmt = select(M).join(path, M.c.pk == path.c.pk).order_by(M.c.seq)
-    rows = (await conn.execute(stmt)).all()
-    return [message_public(r, session.id) for r in rows]
+        return [], False
+    depth = limit if limit is not None else 2**31 - 1  # "no limit", in an int4
+    params = {"user_pk": session.user_pk, "session_pk": session.pk, "leaf_id": leaf, "depth": depth}
+    rows = (await conn.execute(_ACTIVE_PATH, params)).all()
+    more = limit is not None and len(rows) > limit
+    if more:
+        rows = rows[1:]
+    return [message_public(r, session.id) for r in rows], more
 
 
 async def messages_after(

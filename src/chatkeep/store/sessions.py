@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Row, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatkeep.problems import Gone, IdempotencyConflict, Invalid, InvalidParent, NotFound
@@ -37,17 +38,11 @@ async def create_session_once(
 ) -> tuple[dict[str, Any], bool]:
     """Create the session if absent; else return it. ``(public, created)``.
 
-    The caller runs this in a write transaction, so the insert and the read of an existing row
-    cannot interleave with a racing create of the same id (G1).
+    ``INSERT … ON CONFLICT DO NOTHING``, then read the winner in a second statement: on
+    PostgreSQL a racing insert of the same id waits for the first transaction and then inserts
+    nothing, and only a new statement's snapshot can see the winner (SPEC 9, G1).
     """
     fingerprint = request_hash(fields)
-    existing = await _get_row(conn, user_pk, session_id)
-    if existing is not None:
-        if existing.deleted_at is not None:
-            raise Gone()  # a late retry cannot bring a deleted chat back (G5)
-        if existing.request_hash != fingerprint:
-            raise IdempotencyConflict(f"session {session_id} was created with other fields")
-        return session_public(existing), False
     now = utcnow()
     values = {
         "user_pk": user_pk,
@@ -61,8 +56,23 @@ async def create_session_once(
         "updated_at": now,
         "last_seq": 0,
     }
-    row = (await conn.execute(insert(S).values(values).returning(S))).one()
-    return session_public(row), True
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(S)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["user_pk", "id"])
+        .returning(S)
+    )
+    row = (await conn.execute(stmt)).first()
+    if row is not None:
+        return session_public(row), True
+    existing = await _get_row(conn, user_pk, session_id)
+    assert existing is not None, "a conflicting row must exist"
+    if existing.deleted_at is not None:
+        raise Gone()  # a late retry cannot bring a deleted chat back (G5)
+    if existing.request_hash != fingerprint:
+        raise IdempotencyConflict(f"session {session_id} was created with other fields")
+    return session_public(existing), False
 
 
 async def _get_row(
@@ -103,8 +113,11 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         stamp, pk = json.loads(base64.urlsafe_b64decode(padded))
-        return datetime.fromisoformat(stamp), int(pk)
-    except (ValueError, TypeError) as exc:
+        when = datetime.fromisoformat(stamp)
+        if when.tzinfo is None or not 0 <= int(pk) < 2**63:
+            raise ValueError("out of range")
+        return when.astimezone(UTC), int(pk)
+    except (ValueError, TypeError, OverflowError) as exc:
         raise Invalid("cursor is not one this server gave out", field="cursor") from exc
 
 
@@ -128,11 +141,10 @@ async def list_sessions(
         stmt = stmt.where(func.lower(S.c.title).contains(q.lower(), autoescape=True))
     if cursor:
         after_stamp, after_pk = _decode_cursor(cursor)
+        # The leading ``<=`` bounds the index range scan; the OR alone would be a filter.
         stmt = stmt.where(
-            or_(
-                S.c.updated_at < after_stamp,
-                and_(S.c.updated_at == after_stamp, S.c.pk < after_pk),
-            )
+            S.c.updated_at <= after_stamp,
+            or_(S.c.updated_at < after_stamp, S.c.pk < after_pk),
         )
     stmt = stmt.order_by(S.c.updated_at.desc(), S.c.pk.desc()).limit(limit + 1)
     rows = (await conn.execute(stmt)).all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response, status
 
@@ -62,12 +63,29 @@ async def list_sessions(
 
 
 @router.get("/{session_id}", response_model=SessionDetail)
-async def get_session(session_id: SessionId, user: CurrentUser, db: DbDep) -> dict[str, Any]:
-    """The session with the messages of its active path, root to leaf."""
+async def get_session(
+    session_id: SessionId,
+    user: CurrentUser,
+    db: DbDep,
+    limit: Annotated[
+        int | None, Query(ge=1, le=10_000, description="Only the last N messages of the path.")
+    ] = None,
+    leaf_id: Annotated[
+        UUID | None,
+        Query(
+            description="End the path here instead of at the active leaf (earlier pages: "
+            "the parent_id of the first message you have)."
+        ),
+    ] = None,
+) -> dict[str, Any]:
+    """The session with the messages of its active path, root to leaf; ``has_more`` says
+    whether ``limit`` left earlier ones out."""
     async with db.read() as conn:
         row = await sessions.live_session(conn, user.user_pk, str(session_id))
-        path = await messages.active_path(conn, row)
-    return {**sessions.session_public(row), "messages": path}
+        path, more = await messages.path_page(
+            conn, row, leaf_id=str(leaf_id) if leaf_id else None, limit=limit
+        )
+    return {**sessions.session_public(row), "messages": path, "has_more": more}
 
 
 @router.patch("/{session_id}", response_model=SessionPublic)

@@ -1,0 +1,228 @@
+// The chat panel: which chat is open (URL /c/{id} and localStorage.active_session_id, so a reload
+// keeps it: E2E-2), loading it from the server and merging by id (TC-4.1), the model picker, the
+// notices, and the composer's enabled state. Sending lives in composer.js and turns.js.
+
+import { ApiError, api } from "./api.js";
+import { mergeMessages } from "./merge.js";
+import * as outbox from "./outbox.js";
+import { changed, sessionState, state, subscribe, visibleSession } from "./state.js";
+import { attachFromDetail, discard, hooks, isWorking, kick, retry, stop } from "./turns.js";
+import { messageText, renderMessages, viewMessages } from "./view.js";
+
+export const ACTIVE_KEY = "active_session_id";
+const $ = (id) => document.getElementById(id);
+let sidebar = { refresh: () => {}, remove: () => {}, setActive: () => {} };
+
+export function setSidebar(handle) {
+  sidebar = handle;
+}
+
+function setLocation(sessionId, push) {
+  const path = sessionId ? `/c/${sessionId}` : "/";
+  if (location.pathname !== path) history[push ? "pushState" : "replaceState"](null, "", path);
+  if (sessionId) localStorage.setItem(ACTIVE_KEY, sessionId);
+  else localStorage.removeItem(ACTIVE_KEY);
+}
+
+/** The chat a fresh page should open: the URL's, else the one open before the reload. */
+export function initialSessionId() {
+  const match = /^\/c\/([0-9a-fA-F-]{36})\/?$/.exec(location.pathname);
+  if (match) return match[1];
+  return localStorage.getItem(ACTIVE_KEY);
+}
+
+export function newChat({ push = true } = {}) {
+  state.sessionId = null;
+  state.notice = null;
+  setLocation(null, push);
+  selectModel(state.defaultModel);
+  sidebar.setActive(null);
+  changed();
+  $("input").focus();
+}
+
+/** A chat created by the user's first message: shown at once, created by its first turn. */
+export function startSession(sessionId, fields) {
+  const s = sessionState(sessionId);
+  s.newFields = fields;
+  s.loaded = true;
+  state.sessionId = sessionId;
+  state.notice = null;
+  setLocation(sessionId, true);
+  return s;
+}
+
+export async function openSession(sessionId, { push = true } = {}) {
+  state.sessionId = sessionId;
+  state.notice = null;
+  setLocation(sessionId, push);
+  sidebar.setActive(sessionId);
+  const s = sessionState(sessionId);
+  if (s.meta?.model) selectModel(s.meta.model);
+  changed();
+  await refresh(sessionId);
+}
+
+/** Fetch a chat and merge it with what this page knows: a refetch never drops a message the
+ * server has not confirmed yet, nor shows one twice (TC-4.1, TC-4.3). */
+export async function refresh(sessionId) {
+  const s = sessionState(sessionId);
+  if (s.deleted) return;
+  let detail;
+  try {
+    detail = await api.get(`/api/sessions/${sessionId}`, { retries: 1 });
+  } catch (err) {
+    if (err instanceof ApiError && (err.status === 404 || err.status === 410)) {
+      // Unknown to the server but still in our outbox: a new chat whose first turn is queued.
+      if (err.status === 404 && (outbox.firstFor(sessionId) || s.newFields)) return;
+      s.deleted = true;
+      outbox.dropSession(sessionId);
+      changed();
+      return;
+    }
+    return; // offline or a server error: keep showing what we have
+  }
+  const { messages, ...meta } = detail;
+  s.meta = meta;
+  s.loaded = true;
+  s.messages = mergeMessages(s.messages, messages);
+  if (sessionId === state.sessionId && meta.model) selectModel(meta.model);
+  if (attachFromDetail(s, detail) && !isWorking(sessionId)) kick(sessionId);
+  changed();
+}
+
+function sessionGone(sessionId) {
+  sidebar.remove(sessionId);
+  changed();
+}
+
+// ---- models ----------------------------------------------------------------------------------
+
+export async function loadModels() {
+  const select = $("model");
+  try {
+    const { models, default: fallback } = await api.get("/api/models");
+    state.models = models;
+    state.defaultModel = fallback || models[0]?.id || null;
+  } catch {
+    state.models = [];
+  }
+  select.replaceChildren(
+    ...state.models.map((m) => {
+      const option = document.createElement("option");
+      option.value = m.id;
+      option.textContent = m.is_demo ? `${m.id} (offline demo)` : m.name || m.id;
+      return option;
+    }),
+  );
+  const s = visibleSession();
+  selectModel(s?.meta?.model || state.defaultModel);
+}
+
+function selectModel(modelId) {
+  const select = $("model");
+  if (modelId && state.models.some((m) => m.id === modelId)) select.value = modelId;
+  else if (state.defaultModel) select.value = state.defaultModel;
+}
+
+export function chosenModel() {
+  return $("model").value || null;
+}
+
+async function onModelChange() {
+  const s = visibleSession();
+  if (!s?.meta || s.deleted) return; // a new chat takes the model with its first message
+  const model = chosenModel();
+  try {
+    s.meta = { ...s.meta, ...(await api.patch(`/api/sessions/${s.id}`, { model })) };
+  } catch {
+    // the turn itself names the model too, so this only affects the default shown next time
+  }
+}
+
+// ---- rendering -------------------------------------------------------------------------------
+
+function titleOf(s) {
+  if (s?.meta?.title) return s.meta.title;
+  const first = s && viewMessages(s).find((m) => m.role === "user");
+  if (first) {
+    const text = typeof first.content === "string" ? first.content : "Image";
+    return text.split("\n")[0].slice(0, 80) || "New chat";
+  }
+  return "New chat";
+}
+
+function render() {
+  const s = visibleSession();
+  const list = s ? viewMessages(s) : [];
+  const scroller = $("chat-scroll");
+  const nearBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 120;
+  const added = renderMessages($("messages"), list);
+  $("empty").hidden = list.length > 0 || Boolean(s?.deleted);
+  if (nearBottom || added) scroller.scrollTop = scroller.scrollHeight;
+
+  const title = titleOf(s);
+  $("chat-title").textContent = title;
+  document.title = s ? `${title} · chatkeep` : "chatkeep";
+
+  const notice = s?.deleted ? "Session was deleted" : state.notice;
+  $("notice").hidden = !notice;
+  $("notice-text").textContent = notice || "";
+
+  const activity = s?.activity || "idle";
+  $("send").disabled = activity !== "idle" || Boolean(s?.deleted);
+  const streaming = Boolean(s?.live) && activity === "streaming";
+  $("stop").hidden = !streaming;
+  $("stop").disabled = Boolean(s?.live?.stopping);
+  const status = $("generating");
+  status.hidden = activity === "idle";
+  status.textContent = activity === "sending" ? "Sending..." : "Generating...";
+}
+
+async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    // clipboard refused (not focused, or permissions): nothing else to do
+  }
+}
+
+function onMessageClick(event) {
+  const target = event.target.closest("button");
+  if (!target) return;
+  if (target.classList.contains("copy-code")) {
+    copyText(target.parentElement.querySelector("pre")?.textContent || "");
+    return;
+  }
+  const article = target.closest("article[data-message-id]");
+  const id = article?.dataset.messageId;
+  const action = target.dataset.action;
+  if (!id || !action) return;
+  if (action === "retry") retry(id);
+  else if (action === "discard") discard(id);
+  else if (action === "copy") copyText(messageText(viewMessages(visibleSession()), id));
+}
+
+export function initChat() {
+  subscribe(render);
+  hooks.sessionGone = sessionGone;
+  hooks.sessionConfirmed = () => sidebar.refresh();
+  hooks.replyFinished = (sessionId) => {
+    sidebar.refresh(); // new title, new order
+    if (!sessionState(sessionId).meta) refresh(sessionId);
+  };
+  $("messages").addEventListener("click", onMessageClick);
+  $("stop").addEventListener("click", () => state.sessionId && stop(state.sessionId));
+  $("model").addEventListener("change", onModelChange);
+  $("notice-new-chat").addEventListener("click", () => newChat());
+  window.addEventListener("popstate", () => {
+    const id = initialSessionId();
+    if (/^\/c\//.test(location.pathname) && id) openSession(id, { push: false });
+    else newChat({ push: false });
+  });
+  document.addEventListener("visibilitychange", () => {
+    // Coming back to the tab: catch up with other devices, merging by id (TC-4.1).
+    const id = state.sessionId;
+    if (document.visibilityState === "visible" && id && !isWorking(id)) refresh(id);
+  });
+}
