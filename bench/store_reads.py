@@ -114,6 +114,10 @@ def plan(user_pk: int, short: str, long: str, cursor: str) -> list[Read]:
         row = await sessions.live_session(conn, user_pk, long)
         return await messages.messages_after(conn, row, after_seq=row.last_seq - 100, limit=100)
 
+    async def path_tail(conn: AsyncConnection) -> object:
+        row = await sessions.live_session(conn, user_pk, long)
+        return await messages.path_page(conn, row, limit=100)
+
     async def sidebar(conn: AsyncConnection) -> object:
         return await sessions.list_sessions(conn, user_pk=user_pk, limit=50)
 
@@ -133,6 +137,12 @@ def plan(user_pk: int, short: str, long: str, cursor: str) -> list[Read]:
             "last 100-message page of 10,000",
             last_page,
             f"/api/sessions/{long}/messages?after_seq={10_000 - 100}&limit=100",
+            10,
+        ),
+        Read(
+            "last 100 of a 10,000-message active path",
+            path_tail,
+            f"/api/sessions/{long}?limit=100",
             10,
         ),
         Read("sidebar page 1 of 10,000 sessions", sidebar, "/api/sessions?limit=50", 10),
