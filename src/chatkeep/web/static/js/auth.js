@@ -3,6 +3,7 @@
 // cookie) that every unsafe request must echo in X-CSRF-Token.
 
 import { ApiError, NetworkError, api, setCsrfToken, sleep } from "./api.js";
+import { ACTIVE_KEY } from "./chat.js";
 
 const $ = (id) => document.getElementById(id);
 let mode = "login";
@@ -103,6 +104,6 @@ export async function signOut() {
     // signed out here either way
   }
   setCsrfToken(null);
-  localStorage.removeItem("active_session_id");
+  localStorage.removeItem(ACTIVE_KEY);
   location.assign("/");
 }

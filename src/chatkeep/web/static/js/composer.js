@@ -7,7 +7,6 @@
 
 import { chosenModel, startSession } from "./chat.js";
 import { uuidv7 } from "./ids.js";
-import { isOnline } from "./net.js";
 import * as outbox from "./outbox.js";
 import { changed, visibleSession } from "./state.js";
 import { kick } from "./turns.js";
@@ -53,8 +52,8 @@ export function submit() {
     input.value = "";
     autosize();
     clearAttachments();
-    s.activity = isOnline() ? "sending" : "idle";
-    s.sendingId = isOnline() ? id : null;
+    s.activity = navigator.onLine ? "sending" : "idle";
+    s.sendingId = navigator.onLine ? id : null;
     changed();
     kick(s.id);
     return true;

@@ -51,7 +51,9 @@ async function work(sessionId) {
         continue;
       }
       const entry = outbox.firstFor(sessionId);
-      if (!entry || entry.state === "failed" || !isOnline()) break;
+      // Only the browser's own offline state holds messages back: when the server merely
+      // seems unreachable, sending is how we find out (and Retry must always try at once).
+      if (!entry || entry.state === "failed" || !navigator.onLine) break;
       if ((await runTurn(entry)) !== "sent") break;
     }
   } catch (err) {

@@ -4,7 +4,6 @@
 
 import { renderMarkdown, safeImageUrl } from "./markdown.js";
 import * as outbox from "./outbox.js";
-import { isOnline } from "./net.js";
 
 const nodes = new Map(); // message id -> {el, signature}
 
@@ -16,7 +15,7 @@ export function viewMessages(s) {
     if (seen.has(entry.id)) continue;
     let pending = "queued";
     if (entry.state === "failed") pending = "failed";
-    else if (s.sendingId === entry.id && isOnline()) pending = "sending";
+    else if (s.sendingId === entry.id) pending = "sending";
     list.push({
       id: entry.id,
       role: "user",
