@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+
 from support.factories import new_id
 
 

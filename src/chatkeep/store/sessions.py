@@ -42,15 +42,19 @@ async def create_session_once(
     PostgreSQL a racing insert of the same id waits for the first transaction and then inserts
     nothing, and only a new statement's snapshot can see the winner (SPEC 9, G1).
     """
-    fingerprint = request_hash(fields)
-    now = utcnow()
-    values = {
-        "user_pk": user_pk,
-        "id": session_id,
+    # Defaults spelled out or left out are the same request.
+    canonical = {
         "title": fields.get("title") or "",
         "model": fields.get("model"),
         "pinned": bool(fields.get("pinned", False)),
         "archived": bool(fields.get("archived", False)),
+    }
+    fingerprint = request_hash(canonical)
+    now = utcnow()
+    values = {
+        "user_pk": user_pk,
+        "id": session_id,
+        **canonical,
         "request_hash": fingerprint,
         "created_at": now,
         "updated_at": now,
@@ -138,7 +142,10 @@ async def list_sessions(
     if pinned is not None:
         stmt = stmt.where(S.c.pinned == pinned)
     if q:
-        stmt = stmt.where(func.lower(S.c.title).contains(q.lower(), autoescape=True))
+        # Case-insensitive beyond ASCII: an ICU collation on PostgreSQL (a C-locale database
+        # folds only A-Z), and Python's str.lower as SQLite's lower() (see engine.py).
+        title = S.c.title.collate("und-x-icu") if conn.dialect.name == "postgresql" else S.c.title
+        stmt = stmt.where(func.lower(title).contains(q.lower(), autoescape=True))
     if cursor:
         after_stamp, after_pk = _decode_cursor(cursor)
         # The leading ``<=`` bounds the index range scan; the OR alone would be a filter.

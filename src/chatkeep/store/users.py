@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -25,8 +26,12 @@ I = table(InstanceSetup)  # noqa: E741
 
 _hasher = PasswordHasher()
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-# Verifying against this keeps a sign-in for an unknown name as slow as for a known one.
-_DUMMY_HASH = _hasher.hash("chatkeep-dummy-password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verifying against this keeps a sign-in for an unknown name as slow as for a known one."""
+    return _hasher.hash("chatkeep-dummy-password")
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,7 @@ async def delete_user(conn: AsyncConnection, *, name: str) -> None:
 async def verify_password(conn: AsyncConnection, *, name: str, password: str) -> Principal | None:
     row = (await conn.execute(select(U).where(U.c.name == name))).first()
     try:
-        _hasher.verify(row.password_hash if row and row.password_hash else _DUMMY_HASH, password)
+        _hasher.verify(row.password_hash if row and row.password_hash else _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         return None
     if row is None or row.password_hash is None:
