@@ -4,16 +4,16 @@ and accounts with API keys. Tests that take ``db_url`` run once per database."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from support.factories import Account, make_accounts
-from support.postgres import postgres_cluster, postgres_url  # noqa: F401
-from support.server import ServerThread
 
 from chatkeep.settings import Settings
+from support.factories import make_accounts
+from support.postgres import postgres_cluster, postgres_url  # noqa: F401
+from support.server import ServerThread
+from support.stack import Stack
 
 DATABASES = ["sqlite", "postgres"]
 
@@ -36,21 +36,6 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         ollama_autodetect=False,
         rate_limit_per_minute=0,
     )
-
-
-@dataclass
-class Stack:
-    """A running server and two accounts that must never see each other's data (G7)."""
-
-    url: str
-    server: ServerThread
-    alice: Account
-    bob: Account
-    settings: Settings
-
-    def client(self, account: Account | None = None, **kwargs: object) -> httpx.AsyncClient:
-        headers = (account or self.alice).headers
-        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import text
 
 from chatkeep.store.engine import Database
-from conftest import Stack
 from support.factories import new_id
 from support.server import ServerThread
+from support.stack import Stack
 
 
 def tiny_png() -> bytes:

@@ -12,8 +12,8 @@ import httpx
 from sqlalchemy import text
 
 from chatkeep.store.engine import Database
-from conftest import Stack
 from support.factories import new_id
+from support.stack import Stack
 
 
 async def put_session(api: httpx.AsyncClient, sid: str, **fields: object) -> httpx.Response:

@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from conftest import Stack
 from support.factories import new_id
+from support.stack import Stack
 
 _ABSENT: Any = object()
 

@@ -187,11 +187,18 @@ async def checkpoint_many(
     )
     params = [{"b_pk": c.reply_pk, "b_content": c.content} for c in checkpoints]
     await conn.execute(stmt, params)
-    pks = [c.reply_pk for c in checkpoints]
+    return await not_owned(conn, owner, [c.reply_pk for c in checkpoints])
+
+
+async def not_owned(conn: AsyncConnection, owner: str, reply_pks: list[int]) -> set[int]:
+    """The replies among ``reply_pks`` that ``owner`` may no longer write: cancelled elsewhere,
+    deleted with their session, or reaped."""
     still = await conn.scalars(
-        select(M.c.pk).where(M.c.pk.in_(pks), M.c.status == "streaming", M.c.lease_owner == owner)
+        select(M.c.pk).where(
+            M.c.pk.in_(reply_pks), M.c.status == "streaming", M.c.lease_owner == owner
+        )
     )
-    return set(pks) - set(still)
+    return set(reply_pks) - set(still)
 
 
 async def finish_reply(

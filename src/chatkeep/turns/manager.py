@@ -130,10 +130,7 @@ class TurnManager:
             with contextlib.suppress(NotFound, Gone):  # created by this very turn
                 session_model = (await live_session(conn, user_pk, session_id)).model
             wanted = model or session_model or (session_fields or {}).get("model")
-            try:
-                provider, model_id = self.providers.resolve(wanted)
-            except UnknownModel as exc:
-                raise Invalid(f"unknown model {wanted!r}", field="model") from exc
+            provider, model_id = self.providers.resolve(wanted)
             resolved.update(provider=provider, model=model_id)
             await content.put_blobs(conn, user_pk, list(blobs))
             await content.check_blob_refs(conn, user_pk, user_msg.content)
@@ -153,7 +150,15 @@ class TurnManager:
             session = await live_session(conn, user_pk, session_id)
             return turn, await build_prompt(conn, session, user_msg.id)
 
-        turn, prompt = await self.db.write(work)
+        try:
+            turn, prompt = await self.db.write(work)
+        except UnknownModel:
+            # The listing may predate the model server coming up (SPEC 7): list again, once.
+            await self.providers.list_models()
+            try:
+                turn, prompt = await self.db.write(work)
+            except UnknownModel as exc:
+                raise Invalid(f"unknown model {exc.model_id!r}", field="model") from exc
         if prompt is None:
             return Started(turn, self.live.get(str(turn.reply["id"])))
         gen = Generation(turn, resolved["provider"], resolved["model"], prompt)

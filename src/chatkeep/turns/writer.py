@@ -119,6 +119,16 @@ class CheckpointWriter:
                 metrics.SAVE_FAILURES.inc()
 
     async def _tick(self) -> None:
+        # A reply with no new text (the model has not sent its first token) is not checkpointed,
+        # so ask whether it is still ours: deleted or cancelled by another process (G5).
+        idle = [pk for pk, t in self._tracked.items() if not t.dirty]
+        if idle:
+            async with self.db.read() as conn:
+                lost_idle = await replies.not_owned(conn, self.owner, idle)
+            for pk in lost_idle:
+                lost_one = self._tracked.pop(pk, None)
+                if lost_one is not None:
+                    lost_one.on_lost()
         dirty = {pk: t for pk, t in self._tracked.items() if t.dirty}
         finishing = dict(self._finishing)
         now = asyncio.get_running_loop().time()
