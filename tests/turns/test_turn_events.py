@@ -344,3 +344,20 @@ async def test_another_users_chat_cannot_be_sent_to_attached_or_stopped(
     assert own[0].json["seq"] == 1 and names(own)[-1] == "done"
     assert fake.requests[-1]["messages"] == [{"role": "user", "content": "bob's own chat"}]
     assert await get_session(api, sid) == alices
+
+
+async def test_session_field_on_an_existing_chat_creates_nothing_and_changes_nothing(
+    api: httpx.AsyncClient,
+) -> None:
+    """``session`` creates a chat when it is absent; on an existing chat it is ignored, so a
+    client that always sends it gets its turn (not a 409) and the chat keeps its title."""
+    sid = new_id()
+    assert (await api.put(f"/api/sessions/{sid}", json={"title": "Kept"})).status_code == 201
+    body = {"message": {"id": new_id(), "content": "hi"}, "session": {"title": "Other"}}
+    async with api.stream("POST", f"/api/sessions/{sid}/turns", json=body) as response:
+        assert response.status_code == 200
+        async for _ in response.aiter_lines():
+            pass
+    session = (await api.get(f"/api/sessions/{sid}")).json()
+    assert session["title"] == "Kept"
+    assert [m["role"] for m in session["messages"]] == ["user", "assistant"]

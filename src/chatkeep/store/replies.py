@@ -66,11 +66,16 @@ async def start_turn(
     refused before anything is stored (G4): checked here under the session lock, and enforced by
     the partial unique index ``uq_messages_one_streaming`` whatever path writes.
     """
-    if session_fields is not None:
+    try:
+        session = await live_session(conn, user_pk, session_id, for_update=True)
+    except NotFound:
+        if session_fields is None:
+            raise
+        # ``session`` creates the chat when it is absent; it never edits an existing one.
         await create_session_once(
             conn, user_pk=user_pk, session_id=session_id, fields=session_fields
         )
-    session = await live_session(conn, user_pk, session_id, for_update=True)
+        session = await live_session(conn, user_pk, session_id, for_update=True)
 
     existing_reply = await find_message(conn, user_pk, reply_id)
     if existing_reply is not None:

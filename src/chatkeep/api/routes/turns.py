@@ -46,6 +46,12 @@ def sse(events: AsyncIterator[dict[str, Any]]) -> EventSourceResponse:
     )
 
 
+def started_reply(reply: dict[str, Any]) -> dict[str, Any]:
+    """The reply as it was when it started (SPEC 4: ``start`` carries status "streaming"),
+    also when a replay or an attach finds it already finished; ``done``/``error`` follow."""
+    return {**reply, "content": "", "status": "streaming", "error": None, "usage": None}
+
+
 @router.post("/sessions/{session_id}/turns", responses=STREAM_DOC, response_model=None)
 async def post_turn(
     session_id: SessionId,
@@ -81,7 +87,7 @@ async def post_turn(
     async def events() -> AsyncIterator[dict[str, Any]]:
         if offset is None:
             yield event("message", turn.user_message)
-            yield event("start", {**turn.reply, "content": ""})
+            yield event("start", started_reply(turn.reply))
         async for item in manager(request).follow(
             reply_pk=turn.reply_pk,
             reply_id=reply_id,
@@ -126,7 +132,7 @@ async def attach(
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         if resume is None and offset is None:
-            yield event("start", {**reply, "content": ""})
+            yield event("start", started_reply(reply))
         if reply["status"] != "streaming":
             text = reply["content"] if isinstance(reply["content"], str) else ""
             if len(text) > start:
