@@ -97,7 +97,7 @@ class TurnStack:
 
     def quiet(self) -> bool:
         """No generation runs in the server and no stream is open at the fake."""
-        return not self.turns.live and self.fake.stats().active == 0
+        return not self.turns.busy and self.fake.stats().active == 0
 
 
 def turn_body(

@@ -10,7 +10,7 @@ import os
 import secrets
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +93,7 @@ class TurnManager:
         for gen in list(self.live.values()):
             gen.stop(INTERRUPTED)
         tasks = [g.task for g in self.live.values() if g.task is not None]
+        tasks += list(self._background)
         if tasks:
             await asyncio.wait(tasks, timeout=5)
         await self.writer.stop()
@@ -168,29 +169,36 @@ class TurnManager:
     def _launch(self, gen: Generation) -> None:
         self.live[gen.reply_id] = gen
 
-        def lost() -> None:
-            task = asyncio.create_task(self._lost(gen))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
         async def main() -> None:
             try:
-                await generation.run(gen, self.writer, lost)
+                await generation.run(gen, self.writer, lambda: self._in_background(self._lost(gen)))
             finally:
                 self.live.pop(gen.reply_id, None)
             final = gen.relay.final
             first_turn = gen.turn.user_message["seq"] == 1
             if self.settings.title_from_model and first_turn and final and final.event == "done":
-                await improve_title(
-                    self.db,
-                    gen.provider,
-                    gen.model,
-                    session_pk=gen.turn.session_pk,
-                    first_message=gen.turn.user_message["content"],
-                    reply=gen.relay.text,
+                self._in_background(
+                    improve_title(
+                        self.db,
+                        gen.provider,
+                        gen.model,
+                        session_pk=gen.turn.session_pk,
+                        first_message=gen.turn.user_message["content"],
+                        reply=gen.relay.text,
+                    )
                 )
 
         gen.task = asyncio.create_task(main(), name=f"generation-{gen.reply_id}")
+
+    def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @property
+    def busy(self) -> bool:
+        """Whether anything of this process's turns still runs (tests wait on this)."""
+        return bool(self.live or self._background)
 
     async def _lost(self, gen: Generation) -> None:
         """Our reply was changed by someone else: find out what happened, then stop."""
