@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException
 
 from chatkeep import metrics
@@ -90,8 +90,16 @@ async def _on_http(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _deterministic(exc: DBAPIError) -> bool:
+    """A data or integrity error (SQLSTATE classes 22, 23): the same request fails the same way
+    again, so answering 503 "retry" would send clients into a loop."""
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    in_class = isinstance(state, str) and state[:2] in ("22", "23")
+    return in_class or isinstance(exc, DataError | IntegrityError)
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, DBAPIError):
+    if isinstance(exc, DBAPIError) and not _deterministic(exc):
         log.warning("database error on %s %s: %s", request.method, request.url.path, exc)
         if request.method not in ("GET", "HEAD"):
             metrics.SAVE_FAILURES.inc()

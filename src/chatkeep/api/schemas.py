@@ -6,16 +6,56 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+# How deep a client may nest JSON (in ``error`` and ``usage``): far below the depth at which
+# pydantic can no longer serialize it back (about 250 levels), far above any real use.
+MAX_JSON_DEPTH = 32
+
+
+def _no_nul(text: str) -> str:
+    # PostgreSQL cannot store NUL in text: refused on every database alike (G8).
+    if "\x00" in text:
+        raise ValueError("may not contain NUL characters")
+    return text
+
+
+def _check_json(value: Any, depth: int = 0) -> None:
+    """Every string is valid Unicode (a JSON escape like \\ud800 makes a lone surrogate, which
+    no database stores and ``request_hash`` cannot encode) and nesting is bounded (G8)."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("text must be valid Unicode (a lone surrogate is not)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_json(key, depth + 1)
+            _check_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json(item, depth + 1)
+
 
 Role = Literal["system", "user", "assistant"]
 Status = Literal["complete", "streaming", "error", "cancelled", "interrupted"]
-Title = Annotated[str, Field(max_length=500)]
-ModelName = Annotated[str, Field(min_length=1, max_length=200)]
+Title = Annotated[str, Field(max_length=500), AfterValidator(_no_nul)]
+ModelName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
+Name = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_no_nul)]
 
 
 class Strict(BaseModel):
+    """A request body: no unknown fields, valid Unicode, bounded nesting."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_json(cls, data: Any) -> Any:
+        _check_json(data)
+        return data
 
 
 class TextPart(Strict):
@@ -130,7 +170,7 @@ class MessagesPage(BaseModel):
 
 
 class Credentials(Strict):
-    name: str = Field(min_length=1, max_length=64)
+    name: Name
     password: str = Field(min_length=1, max_length=1024)
 
 
@@ -146,7 +186,7 @@ class AuthStatus(BaseModel):
 
 
 class KeyCreate(Strict):
-    name: str = Field(min_length=1, max_length=64)
+    name: Name
 
 
 class KeyCreated(BaseModel):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from chatkeep.api.auth import CSRF_COOKIE, SESSION_COOKIE, current_user
 from chatkeep.api.deps import CurrentUser, DbDep, SettingsDep
@@ -16,6 +16,7 @@ from chatkeep.store.tables import InstanceSetup, table
 from chatkeep.store.users import Principal
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
+KeyPrefix = Annotated[str, Path(max_length=16, pattern=r"^[^\x00]*$")]
 
 
 @router.get("/status", response_model=AuthStatus)
@@ -127,7 +128,7 @@ async def list_keys(user: CurrentUser, db: DbDep) -> list[dict[str, Any]]:
 
 
 @router.delete("/keys/{prefix}", status_code=204, response_class=Response)
-async def revoke_key(prefix: str, user: CurrentUser, db: DbDep) -> Response:
+async def revoke_key(prefix: KeyPrefix, user: CurrentUser, db: DbDep) -> Response:
     async def work(conn: Any) -> int:
         return await users.revoke_api_key(conn, user_name=user.name, prefix=prefix)
 

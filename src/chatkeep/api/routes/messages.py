@@ -95,7 +95,7 @@ async def sync_messages(
     session_id: SessionId,
     user: CurrentUser,
     db: DbDep,
-    after_seq: Annotated[int, Query(ge=0)] = 0,
+    after_seq: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,  # seq is a BIGINT
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Every branch's messages after ``after_seq``, in order: incremental sync."""

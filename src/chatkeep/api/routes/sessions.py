@@ -45,7 +45,7 @@ async def list_sessions(
     db: DbDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
-    q: Annotated[str | None, Query(max_length=200)] = None,
+    q: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")] = None,
     archived: bool = False,
     pinned: bool | None = None,
 ) -> dict[str, Any]:
