@@ -259,6 +259,17 @@ async def cancel_reply(
     return row
 
 
+def in_flight(row: Row[Any]) -> bool:
+    """Whether a reply's final text may still change: it streams, or it was cancelled by
+    another process and its owner (still holding the lease) has yet to write its last text."""
+    if row.status == "streaming":
+        return True
+    expires = row.lease_expires_at
+    return bool(
+        row.status == "cancelled" and row.lease_owner and expires is not None and expires > utcnow()
+    )
+
+
 async def reply_state(conn: AsyncConnection, reply_pk: int) -> Row[Any] | None:
     return (await conn.execute(select(M).where(M.c.pk == reply_pk))).first()
 

@@ -229,9 +229,15 @@ class TurnManager:
         if gen is not None and gen.task is not None:
             gen.stop(CANCELLED)
             await asyncio.wait([gen.task], timeout=10)
+        # Another process owns it: it stops at its next tick and writes its last text; answer
+        # with that text, not with the older checkpoint.
+        deadline = asyncio.get_running_loop().time() + self.settings.lease_ttl_s
+        while True:
             async with self.db.read() as conn:
-                row = await replies.reply_state(conn, gen.turn.reply_pk) or row
-        return message_public(row, session_id)
+                row = await replies.reply_state(conn, row.pk) or row
+            if not replies.in_flight(row) or asyncio.get_running_loop().time() > deadline:
+                return message_public(row, session_id)
+            await asyncio.sleep(self.settings.checkpoint_interval_s)
 
     async def follow(
         self, *, reply_pk: int, reply_id: str, session_id: str, offset: int
@@ -265,7 +271,7 @@ class TurnManager:
             if len(text) > offset:
                 yield event("delta", {"text": text[offset:]}, f"{reply_id}:{len(text)}")
                 offset = len(text)
-            if row.status != "streaming":
+            if not replies.in_flight(row):
                 yield final_event(message_public(row, session_id))
                 return
             await asyncio.sleep(self.settings.checkpoint_interval_s)

@@ -15,6 +15,7 @@ from chatkeep.api.schemas import MessageCreate, MessagePublic, ModelsList, TurnC
 from chatkeep.problems import NotFound
 from chatkeep.providers.registry import UnknownModel
 from chatkeep.store.messages import find_message, message_public
+from chatkeep.store.replies import in_flight
 from chatkeep.store.sessions import live_session
 from chatkeep.turns.manager import (
     TurnManager,
@@ -133,7 +134,7 @@ async def attach(
     async def events() -> AsyncIterator[dict[str, Any]]:
         if resume is None and offset is None:
             yield event("start", started_reply(reply))
-        if reply["status"] != "streaming":
+        if not in_flight(row):
             text = reply["content"] if isinstance(reply["content"], str) else ""
             if len(text) > start:
                 yield event("delta", {"text": text[start:]}, f"{message_id}:{len(text)}")
