@@ -128,7 +128,8 @@ async def test_api_key_works_at_once_without_csrf_until_revoked(
     url: str, browser: httpx.AsyncClient
 ) -> None:
     """POST /api/auth/keys shows a ck_ key once; it works immediately for writes with no CSRF
-    token, and not at all once revoked."""
+    token, and not at all once revoked. TC-6.1 counterpart: an expired or revoked credential is
+    a 401 problem with ``WWW-Authenticate``, the signal a client's refresh hook acts on."""
     created = await browser.post("/api/auth/keys", json={"name": "laptop"})
     assert created.status_code == 201
     key, prefix = created.json()["key"], created.json()["prefix"]

@@ -170,3 +170,27 @@ async def test_user_message_is_visible_in_the_very_next_read(api: httpx.AsyncCli
     session = (await api.get(f"/api/sessions/{sid}")).json()
     assert [m["id"] for m in session["messages"]] == [mid]
     assert [m["id"] for m in await synced(api, sid)] == [mid]
+
+
+async def test_a_50_message_chat_loads_whole_in_one_request(api: httpx.AsyncClient) -> None:
+    """Benchmark 3 counterpart ("loads 50 messages in under 500 ms"): one GET returns all 50 in
+    order, with no follow-up requests. Its speed is measured by `make bench` (store_reads), not
+    by a timed test."""
+    sid = new_id()
+    assert (await api.put(f"/api/sessions/{sid}", json={})).status_code == 201
+    items = [
+        {"id": new_id(), "role": "user" if i % 2 == 0 else "assistant", "content": f"m{i}"}
+        for i in range(50)
+    ]
+    saved = await api.post(f"/api/sessions/{sid}/messages:batch", json={"messages": items})
+    assert saved.status_code == 201, saved.text
+    loaded = (await api.get(f"/api/sessions/{sid}")).json()
+    assert [m["id"] for m in loaded["messages"]] == [i["id"] for i in items]
+    assert loaded["has_more"] is False
+    tail = (await api.get(f"/api/sessions/{sid}", params={"limit": 20})).json()
+    assert [m["id"] for m in tail["messages"]] == [i["id"] for i in items[-20:]]
+    assert tail["has_more"] is True
+    earlier = await api.get(
+        f"/api/sessions/{sid}", params={"limit": 40, "leaf_id": tail["messages"][0]["parent_id"]}
+    )
+    assert [m["id"] for m in earlier.json()["messages"]] == [i["id"] for i in items[:30]]

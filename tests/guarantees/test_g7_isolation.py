@@ -7,6 +7,9 @@ two answers must be the same, byte for byte once the ids are blanked out, so tha
 learn that alice's ids exist. A control run with bob's own ids shows that each request is one that
 works, so a 404 means "not yours" and not "malformed". The OpenAPI document is walked so that an
 endpoint added later without a probe here fails this file.
+
+TC-3.1 of the source report ("Multiple Users Same Session: not applicable, sessions are
+user-specific") is this file: here it is not assumed, it is checked.
 """
 
 from __future__ import annotations
