@@ -14,6 +14,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from chatkeep import metrics
@@ -99,6 +100,9 @@ def _deterministic(exc: DBAPIError) -> bool:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, PoolTimeout):
+        log.warning("no database connection free for %s %s", request.method, request.url.path)
+        return _from_problem(Unavailable("the server is busy; retry", retry_after=2))
     if isinstance(exc, DBAPIError) and not _deterministic(exc):
         log.warning("database error on %s %s: %s", request.method, request.url.path, exc)
         if request.method not in ("GET", "HEAD"):

@@ -59,6 +59,7 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         self.retry_attempts = retry_attempts
         self._on_retry = on_retry
+        self._write_lock: asyncio.Lock | None = None
         # A server-side pre-ping finds connections that PostgreSQL dropped (restart, idle
         # timeout) before a read uses them; writes are retried anyway. SQLite has no server.
         kwargs: dict[str, Any] = {
@@ -76,6 +77,19 @@ class Database:
         await self.engine.dispose()
 
     @asynccontextmanager
+    async def _writer_slot(self) -> AsyncIterator[None]:
+        """SQLite has one writer at a time. Writers of this process queue here, holding no
+        pooled connection while they wait, so a burst of writes cannot starve the pool (and the
+        readers) while each waits for the file's write lock."""
+        if not self.is_sqlite:
+            yield
+            return
+        if self._write_lock is None:
+            self._write_lock = asyncio.Lock()
+        async with self._write_lock:
+            yield
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only transaction (deferred on SQLite, so readers never wait for writers)."""
         async with self.engine.connect() as conn, conn.begin():
@@ -86,10 +100,11 @@ class Database:
         attempt = 0
         while True:
             try:
-                async with self.engine.connect() as conn:
-                    await conn.execution_options(**{_WRITE: True})
-                    async with conn.begin():
-                        return await work(conn)
+                async with self._writer_slot():
+                    async with self.engine.connect() as conn:
+                        await conn.execution_options(**{_WRITE: True})
+                        async with conn.begin():
+                            return await work(conn)
             except Exception as exc:
                 attempt += 1
                 if not is_transient(exc) or attempt >= self.retry_attempts:

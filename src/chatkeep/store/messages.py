@@ -77,7 +77,12 @@ async def replay_or_conflict(
 
 
 async def insert_once(
-    conn: AsyncConnection, session: Row[Any], msg: NewMessage, *, parent_id: str | None
+    conn: AsyncConnection,
+    session: Row[Any],
+    msg: NewMessage,
+    *,
+    parent_id: str | None,
+    seq: int | None = None,
 ) -> Row[Any] | None:
     """Insert the message at ``next_seq``; None if its id was taken meanwhile. The session row
     must be locked by the caller, which also moves ``last_seq`` on (``advance_session``)."""
@@ -86,7 +91,7 @@ async def insert_once(
         "session_pk": session.pk,
         "user_pk": session.user_pk,
         "id": msg.id,
-        "seq": next_seq(session),
+        "seq": seq if seq is not None else next_seq(session),
         "parent_id": parent_id,
         "role": msg.role,
         "content": msg.content,

@@ -8,6 +8,7 @@ leases run out and ``reap_expired`` marks those replies ``interrupted``, keeping
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,16 +16,15 @@ from typing import Any
 from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from chatkeep.problems import GenerationInProgress, IdempotencyConflict, Invalid, NotFound
+from chatkeep.problems import GenerationInProgress, IdempotencyConflict, NotFound
 from chatkeep.store.hashing import request_hash
 from chatkeep.store.messages import (
     NewMessage,
-    advance_session,
-    append_to_locked,
     find_message,
     insert_once,
     message_public,
     replay_or_conflict,
+    resolve_parent,
 )
 from chatkeep.store.sessions import create_session_once, live_session, session_public
 from chatkeep.store.tables import ChatSession, Message, table, utcnow
@@ -45,6 +45,7 @@ class Turn:
     reply_pk: int
     session_pk: int
     user_pk: int
+    session_row: Row[Any] | None = None
 
 
 async def start_turn(
@@ -54,7 +55,7 @@ async def start_turn(
     session_id: str,
     user_msg: NewMessage,
     reply_id: str,
-    model: str,
+    choose_model: Callable[[str | None], str],
     owner: str,
     lease_ttl_s: float,
     session_fields: dict[str, Any] | None,
@@ -65,6 +66,7 @@ async def start_turn(
     returns the stored pair and starts nothing (G1). A different send while a reply streams is
     refused before anything is stored (G4): checked here under the session lock, and enforced by
     the partial unique index ``uq_messages_one_streaming`` whatever path writes.
+    ``choose_model`` gets the session's model and names the one to use (or raises).
     """
     try:
         session = await live_session(conn, user_pk, session_id, for_update=True)
@@ -80,15 +82,20 @@ async def start_turn(
     existing_reply = await find_message(conn, user_pk, reply_id)
     if existing_reply is not None:
         return await _replay(conn, session, user_msg, existing_reply)
-
+    model = choose_model(session.model)
     await _refuse_if_generating(conn, session)
-    user_public, _, session = await append_to_locked(conn, session, user_msg)
-    if user_public["role"] != "user":
-        raise Invalid("a turn's message must have role 'user'", field="message.role")
-    if not session.title:
-        await conn.execute(
-            update(S).where(S.c.pk == session.pk).values(title=title_from(user_public["content"]))
-        )
+
+    # The user message at next_seq (or, for a regeneration, the stored one), the reply after
+    # it, then one update of the session for both: fewer round trips before the first token.
+    parent_id = await resolve_parent(conn, session, user_msg)
+    user_row = await insert_once(conn, session, user_msg, parent_id=parent_id)
+    if user_row is None:
+        user_public = await replay_or_conflict(conn, session, user_msg)
+        if user_public is None:
+            raise IdempotencyConflict(f"message {user_msg.id} was stored with other content")
+        used = 0
+    else:
+        user_public, used = message_public(user_row, session.id), 1
     now = utcnow()
     reply = NewMessage(
         id=reply_id,
@@ -101,19 +108,30 @@ async def start_turn(
         status="streaming",
         extra={"lease_owner": owner, "lease_expires_at": now + timedelta(seconds=lease_ttl_s)},
     )
-    row = await insert_once(conn, session, reply, parent_id=user_msg.id)
+    row = await insert_once(
+        conn, session, reply, parent_id=user_msg.id, seq=session.last_seq + used + 1
+    )
     if row is None:
         raise IdempotencyConflict(f"message {reply_id} exists in another session")
-    session = await advance_session(conn, session, reply_id)
-    session_row = (await conn.execute(select(S).where(S.c.pk == session.pk))).one()
+    changes: dict[str, Any] = {
+        "last_seq": S.c.last_seq + used + 1,
+        "active_leaf_id": reply_id,
+        "updated_at": now,
+    }
+    if not session.title:
+        changes["title"] = title_from(user_public["content"])
+    session = (
+        await conn.execute(update(S).where(S.c.pk == session.pk).values(changes).returning(S))
+    ).one()
     return Turn(
         created=True,
-        session=session_public(session_row),
+        session=session_public(session),
         user_message=user_public,
         reply=message_public(row, session.id),
         reply_pk=row.pk,
         session_pk=session.pk,
         user_pk=user_pk,
+        session_row=session,
     )
 
 

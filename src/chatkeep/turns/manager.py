@@ -4,7 +4,6 @@ and the event streams that clients attach to (SPEC 4)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -17,7 +16,7 @@ from typing import Any
 from pydantic_core import to_json
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from chatkeep.problems import Gone, Invalid, NotFound
+from chatkeep.problems import Invalid
 from chatkeep.providers.registry import Providers, UnknownModel
 from chatkeep.settings import Settings
 from chatkeep.store import content, replies
@@ -25,7 +24,6 @@ from chatkeep.store.content import NewBlob
 from chatkeep.store.engine import Database
 from chatkeep.store.messages import NewMessage, message_public
 from chatkeep.store.replies import Turn
-from chatkeep.store.sessions import live_session
 from chatkeep.turns import generation
 from chatkeep.turns.context import build_prompt
 from chatkeep.turns.generation import CANCELLED, INTERRUPTED, SESSION_DELETED, Generation
@@ -126,30 +124,30 @@ class TurnManager:
         """Commit the user message and the empty reply, then (if new) start generating."""
         resolved: dict[str, Any] = {}
 
-        async def work(conn: AsyncConnection) -> tuple[Turn, list[dict[str, Any]] | None]:
-            session_model = None
-            with contextlib.suppress(NotFound, Gone):  # created by this very turn
-                session_model = (await live_session(conn, user_pk, session_id)).model
+        def choose_model(session_model: str | None) -> str:
             wanted = model or session_model or (session_fields or {}).get("model")
             provider, model_id = self.providers.resolve(wanted)
             resolved.update(provider=provider, model=model_id)
-            await content.put_blobs(conn, user_pk, list(blobs))
-            await content.check_blob_refs(conn, user_pk, user_msg.content)
+            return model_id
+
+        async def work(conn: AsyncConnection) -> tuple[Turn, list[dict[str, Any]] | None]:
+            if blobs:
+                await content.put_blobs(conn, user_pk, list(blobs))
+                await content.check_blob_refs(conn, user_pk, user_msg.content)
             turn = await replies.start_turn(
                 conn,
                 user_pk=user_pk,
                 session_id=session_id,
                 user_msg=user_msg,
                 reply_id=reply_id,
-                model=model_id,
+                choose_model=choose_model,
                 owner=self.owner,
                 lease_ttl_s=self.settings.lease_ttl_s,
                 session_fields=session_fields,
             )
-            if not turn.created:
+            if not turn.created or turn.session_row is None:
                 return turn, None
-            session = await live_session(conn, user_pk, session_id)
-            return turn, await build_prompt(conn, session, user_msg.id)
+            return turn, await build_prompt(conn, turn.session_row, user_msg.id)
 
         try:
             turn, prompt = await self.db.write(work)
