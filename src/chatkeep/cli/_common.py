@@ -15,7 +15,7 @@ from chatkeep.store import migrate
 from chatkeep.store.engine import Database
 
 T = TypeVar("T")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def open_database(settings: Settings) -> Database:

@@ -16,7 +16,7 @@ from chatkeep.store import migrate, users
 from chatkeep.store.engine import Database
 
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 @db_app.command("upgrade")

@@ -33,8 +33,8 @@ def install(app: FastAPI) -> None:
     """Serve the page at ``/`` (and at ``/c/{session_id}``) and its files under ``/static``."""
     app.mount("/static", _Revalidated(directory=STATIC), name="static")
 
-    @app.get("/", include_in_schema=False)
-    @app.get("/c/{session_id}", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    @app.api_route("/c/{session_id}", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
         headers = {
             "Cache-Control": "no-cache",
