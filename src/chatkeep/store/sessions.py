@@ -104,10 +104,6 @@ async def live_session(
     return row
 
 
-async def get_session(conn: AsyncConnection, *, user_pk: int, session_id: str) -> dict[str, Any]:
-    return session_public(await live_session(conn, user_pk, session_id))
-
-
 def _encode_cursor(updated_at: datetime, pk: int) -> str:
     raw = json.dumps([updated_at.isoformat(), pk]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")

@@ -27,7 +27,7 @@ from chatkeep.store.replies import Turn
 from chatkeep.turns import generation
 from chatkeep.turns.context import build_prompt
 from chatkeep.turns.generation import CANCELLED, INTERRUPTED, SESSION_DELETED, Generation
-from chatkeep.turns.relay import Delta, Final
+from chatkeep.turns.relay import Delta
 from chatkeep.turns.titles import improve_title
 from chatkeep.turns.writer import CheckpointWriter
 
@@ -283,13 +283,3 @@ def final_event(reply: dict[str, Any]) -> dict[str, Any]:
     code = error.get("code") or reply["status"]
     message = error.get("message") or {"cancelled": "Stopped"}.get(code, f"The reply {code}")
     return event("error", {"code": code, "message": message, "reply": reply})
-
-
-__all__ = [
-    "Final",
-    "TurnManager",
-    "derived_reply_id",
-    "event",
-    "final_event",
-    "parse_last_event_id",
-]
