@@ -3,6 +3,7 @@ and accounts with API keys. Tests that take ``db_url`` run once per database."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -25,6 +26,23 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite+aiosqlite:///{tmp_path / 'chatkeep.db'}"
     else:
         yield request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def module_db_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Like ``db_url``, but one database per module: for modules that share one multi-worker
+    server, since starting ``chatkeep serve --workers 3`` costs seconds."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('module') / 'chatkeep.db'}"
+        return
+    cluster = request.getfixturevalue("postgres_cluster")
+    name = f"m_{uuid.uuid4().hex[:16]}"
+    try:
+        yield cluster.create_database(name)
+    finally:
+        cluster.drop_database(name)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -102,23 +101,6 @@ class Cluster:
                 if key.startswith('["chatkeep_writes"'):
                     found[pid] += int(value)
         return +found
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def module_db_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """Like conftest's ``db_url``, but one database per module: starting three workers costs
-    seconds, so the tests of this module share one server (each uses its own fresh ids)."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('g1') / 'chatkeep.db'}"
-        return
-    cluster = request.getfixturevalue("postgres_cluster")
-    name = f"g1_{uuid.uuid4().hex[:16]}"
-    try:
-        yield cluster.create_database(name)
-    finally:
-        cluster.drop_database(name)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import random
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
@@ -39,21 +38,10 @@ def rng(seed: int) -> random.Random:
     return random.Random(seed)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def shared_db_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A fresh database per module and kind, for modules that share one multi-worker server
-    (starting ``chatkeep serve --workers 3`` costs seconds)."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('resilience') / 'chatkeep.db'}"
-        return
-    cluster = request.getfixturevalue("postgres_cluster")
-    name = f"res_{uuid.uuid4().hex[:16]}"
-    try:
-        yield cluster.create_database(name)
-    finally:
-        cluster.drop_database(name)
+@pytest.fixture(scope="module")
+def shared_db_url(module_db_url: str) -> str:
+    """A fresh database per module and kind, for modules that share one multi-worker server."""
+    return module_db_url
 
 
 @pytest.fixture(scope="module")
