@@ -47,9 +47,14 @@ Name = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_no_nul
 
 
 class Strict(BaseModel):
-    """A request body: no unknown fields, valid Unicode, bounded nesting."""
+    """Part of a request body: no unknown fields."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class Body(Strict):
+    """A whole request body: also valid Unicode and bounded nesting, checked once here rather
+    than again in every nested part (a large message would be walked several times)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -77,14 +82,14 @@ Part = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 Content = str | Annotated[list[Part], Field(min_length=1)]
 
 
-class SessionCreate(Strict):
+class SessionCreate(Body):
     title: Title | None = None
     model: ModelName | None = None
     pinned: bool = False
     archived: bool = False
 
 
-class SessionUpdate(Strict):
+class SessionUpdate(Body):
     title: Title | None = None
     model: ModelName | None = None
     pinned: bool | None = None
@@ -129,7 +134,7 @@ class SessionsPage(BaseModel):
     next_cursor: str | None
 
 
-class MessageCreate(Strict):
+class MessageCreate(Body):
     role: Role
     content: Content
     parent_id: UUID | None = Field(
@@ -147,7 +152,7 @@ class BatchItem(MessageCreate):
     id: UUID
 
 
-class BatchCreate(Strict):
+class BatchCreate(Body):
     messages: list[BatchItem] = Field(min_length=1)
 
 
@@ -169,7 +174,7 @@ class MessagesPage(BaseModel):
     last_seq: int
 
 
-class Credentials(Strict):
+class Credentials(Body):
     name: Name
     password: str = Field(min_length=1, max_length=1024)
 
@@ -185,7 +190,7 @@ class AuthStatus(BaseModel):
     csrf_token: str | None = None
 
 
-class KeyCreate(Strict):
+class KeyCreate(Body):
     name: Name
 
 
@@ -209,7 +214,7 @@ class TurnSession(Strict):
     model: ModelName | None = None
 
 
-class TurnCreate(Strict):
+class TurnCreate(Body):
     message: TurnMessage
     reply_id: UUID | None = Field(
         default=None,
