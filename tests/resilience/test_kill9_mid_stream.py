@@ -233,20 +233,11 @@ async def retry_crashed_turns(crash: Crash, target: Target, chats: list[Chat]) -
     replies = await crash.replies()
     turns = [chat.turns[-1] for chat in chats]
     resumes = [crash.rng.random() < 0.5 for _ in turns]
-    async with target.client(connections=len(chats)) as client:
-        reads = await asyncio.gather(
-            *(
-                read_stream(
-                    client,
-                    "POST",
-                    f"/api/sessions/{chat.session_id}/turns",
-                    json_body=turn_body(chat, turn),
-                    account=chat.account,
-                    last_event_id=turn.read.last_event_id if resume else None,
-                )
-                for chat, turn, resume in zip(chats, turns, resumes, strict=True)
-            )
-        )
+    resume_from = [
+        turn.read.last_event_id if resume else None
+        for turn, resume in zip(turns, resumes, strict=True)
+    ]
+    reads = await post_turns(target, chats, turns, resume_from)
     verdict = Verdict()
     for turn, read, resume in zip(turns, reads, resumes, strict=True):
         assert read.status == 200 and read.final is not None, (read.status, read.problem)
@@ -267,26 +258,36 @@ async def retry_crashed_turns(crash: Crash, target: Target, chats: list[Chat]) -
     return verdict
 
 
+async def post_turns(
+    target: Target, chats: list[Chat], turns: list[Any], resume_from: list[str | None]
+) -> list[Any]:
+    """Send one turn per chat at once (each resumed from its Last-Event-ID if given)."""
+    async with target.client(connections=len(chats)) as client:
+        return list(
+            await asyncio.gather(
+                *(
+                    read_stream(
+                        client,
+                        "POST",
+                        f"/api/sessions/{chat.session_id}/turns",
+                        json_body=turn_body(chat, turn),
+                        account=chat.account,
+                        last_event_id=last_event_id,
+                    )
+                    for chat, turn, last_event_id in zip(chats, turns, resume_from, strict=True)
+                )
+            )
+        )
+
+
 async def continue_every_chat(crash: Crash, target: Target, chats: list[Chat]) -> None:
     """A new turn in each chat is accepted (not 409), completes, and its prompt is the stored
     path, interrupted reply included (G3)."""
     crash.fake.reset()
     crash.fake.set(token_interval_s=0, chunk_chars=8)
     replies = await crash.replies()
-    async with target.client(connections=len(chats)) as client:
-        turns = [crash.new_turn(chat, words=3) for chat in chats]
-        reads = await asyncio.gather(
-            *(
-                read_stream(
-                    client,
-                    "POST",
-                    f"/api/sessions/{chat.session_id}/turns",
-                    json_body=turn_body(chat, turn),
-                    account=chat.account,
-                )
-                for chat, turn in zip(chats, turns, strict=True)
-            )
-        )
+    turns = [crash.new_turn(chat, words=3) for chat in chats]
+    reads = await post_turns(target, chats, turns, [None] * len(chats))
     for chat, turn, read in zip(chats, turns, reads, strict=True):
         assert read.status == 200, (read.status, read.problem)
         assert read.final is not None and read.final.event == "done", read.events[-1:]
