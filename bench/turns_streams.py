@@ -32,35 +32,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import resource
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from time import perf_counter
-from typing import Any
 
-import asyncpg
 import httpx
-from sqlalchemy.engine import make_url
 
 from bench._common import Check, Context, Result, Rows, Stats, TimeBelow
 from bench._fixtures import setup_users
+from bench._probes import flat, own_cpu, peak_overlap, pg_cpu, pg_probe, postmaster_pid
+from bench._stream_clients import CHUNK, Clients, StreamLog, reply_of
 from bench.turns_ttft import (
-    CLOCK_TICKS,
-    PROMPT,
     ChatkeepProcess,
     FakeUpstreamProcess,
-    SSEParser,
     bulk_sessions,
-    chunk_text,
     cpu_seconds,
     reset_peak_rss,
     status_kb,
 )
-from support.factories import new_id
 
 NAME = "turns_streams"
 TITLE = "relay CPU per token; N concurrent streams at 20 tokens/s"
@@ -74,7 +64,6 @@ CAPTION = (
     "fake share the same 2 busy cores, so a saturated run shows as lag and CPU %."
 )
 
-CHUNK = 4  # characters per token
 INTERVAL_S = 0.05  # 20 tokens/s
 BATCH_INTERVAL_S = 0.02  # 50 tokens/s for (a)
 SHORT_TOKENS = 10
@@ -91,11 +80,6 @@ LAG_CK = "lag behind schedule, via chatkeep"
 DRIFT_DIRECT = "drift after 1st token, direct"
 DRIFT_CK = "drift after 1st token, via chatkeep"
 STREAMS = "stream request -> done, via chatkeep"
-
-
-def reply_of(tokens: int) -> str:
-    """``000 001 002 ...``: 4-character tokens that say where they belong."""
-    return "".join(f"{i % 1000:03d} " for i in range(tokens))
 
 
 async def run(ctx: Context) -> list[Result]:
@@ -131,111 +115,6 @@ async def run(ctx: Context) -> list[Result]:
 
 # ---------------------------------------------------------------------------------------------
 # Streams as a client sees them
-
-
-@dataclass
-class StreamLog:
-    sent: float = 0.0
-    first_lag: float | None = None  # lag of token 0
-    lags: list[float] = field(default_factory=list)
-    drifts: list[float] = field(default_factory=list)
-    text: str = ""
-    stored: str | None = None  # the done event's reply content (chatkeep) or the [DONE] text
-    error: str | None = None
-    done_at: float | None = None
-    tokens: int = 0
-
-
-@dataclass
-class Clients:
-    ck: httpx.AsyncClient
-    direct: httpx.AsyncClient
-    sessions: Any
-    direct_body: dict[str, Any] = field(default_factory=dict)
-
-    async def stream(
-        self, *, chatkeep: bool, interval: float, ttft: float = 0.0, stride: int = 1
-    ) -> StreamLog:
-        """One stream, to the end; per token its lag behind the fake's schedule."""
-        log = StreamLog()
-        parser = SSEParser()
-        parts: list[str] = []
-        got = 0
-        if chatkeep:
-            path = f"/api/sessions/{next(self.sessions)}/turns"
-            request = self.ck.stream(
-                "POST", path, json={"message": {"id": new_id(), "content": PROMPT}}
-            )
-        else:
-            request = self.direct.stream("POST", "/chat/completions", json=self.direct_body)
-        log.sent = perf_counter()
-        try:
-            async with request as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    log.error = f"{response.status_code} {response.text[:200]}"
-                    return log
-                async for raw in response.aiter_raw():
-                    now = perf_counter()
-                    for name, _event_id, data in parser.feed(raw):
-                        if chatkeep:
-                            if name == b"delta":
-                                text = json.loads(data)["text"]
-                            elif name == b"done":
-                                log.stored = json.loads(data)["content"]
-                                log.done_at = now
-                                continue
-                            elif name == b"error":
-                                log.error = data.decode()[:300]
-                                continue
-                            else:
-                                continue
-                        elif data == b"[DONE]":
-                            log.done_at = now
-                            continue
-                        else:
-                            text = chunk_text(data)
-                        if not text:
-                            continue
-                        parts.append(text)
-                        got += len(text)
-                        while (log.tokens + 1) * CHUNK <= got:
-                            lag = now - log.sent - ttft - log.tokens * interval
-                            if log.first_lag is None:
-                                log.first_lag = lag
-                            elif log.tokens % stride == 0:
-                                log.lags.append(lag)
-                                log.drifts.append(lag - log.first_lag)
-                            log.tokens += 1
-        except httpx.HTTPError as exc:
-            log.error = f"{type(exc).__name__}: {exc}"
-        log.text = "".join(parts)
-        if not chatkeep:
-            log.stored = log.text if log.done_at is not None else None
-        return log
-
-    async def batch(
-        self, fake: FakeUpstreamProcess, size: int, tokens: int, interval: float
-    ) -> list[StreamLog]:
-        await fake.control(
-            reset=True,
-            reply=reply_of(tokens),
-            chunk_chars=CHUNK,
-            ttft_s=0.0,
-            token_interval_s=interval,
-        )
-        logs = await asyncio.gather(
-            *(self.stream(chatkeep=True, interval=interval) for _ in range(size))
-        )
-        expected = reply_of(tokens)
-        bad = [log for log in logs if log.error or log.text != expected or log.stored != expected]
-        if bad:
-            raise RuntimeError(f"{len(bad)} of {size} batch turns went wrong: {bad[0].error!r}")
-        return logs
-
-
-# ---------------------------------------------------------------------------------------------
-# (a) CPU per relayed token
 
 
 @dataclass
@@ -407,11 +286,6 @@ async def concurrent_streams(
         ended=ended,
         server_errors=server.log_problems(),
     )
-
-
-def own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def window_rate(
@@ -602,78 +476,3 @@ def crowd_rows(rows: Rows, crowd: Crowd) -> None:
             ),
         ]
     )
-
-
-def peak_overlap(spans: Sequence[tuple[float, float]]) -> int:
-    """The most intervals open at the same moment."""
-    edges = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
-    peak = current = 0
-    for _, step in edges:
-        current += step
-        peak = max(peak, current)
-    return peak
-
-
-def flat(lists: Any) -> list[float]:
-    out = [x for xs in lists for x in xs]
-    return out or [0.0]
-
-
-# ---------------------------------------------------------------------------------------------
-# PostgreSQL: write transactions and the server's own CPU
-
-
-@asynccontextmanager
-async def pg_probe(url: str) -> AsyncIterator[Callable[[], Awaitable[tuple[int, int] | None]]]:
-    """The cluster's next transaction id, which only write transactions advance (reading it
-    assigns none), and the WAL bytes written so far. None on SQLite."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "postgresql":
-
-        async def none() -> tuple[int, int] | None:
-            return None
-
-        yield none
-        return
-    conn = await asyncpg.connect(parsed.set(drivername="postgresql").render_as_string(False))
-
-    async def probe() -> tuple[int, int] | None:
-        row = await conn.fetchrow(
-            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS xid, "
-            "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS wal"
-        )
-        assert row is not None
-        return int(row["xid"]), int(row["wal"])
-
-    try:
-        yield probe
-    finally:
-        await conn.close()
-
-
-def postmaster_pid(ctx: Context) -> int | None:
-    if ctx.db != "postgres" or ctx.cluster is None:
-        return None
-    try:
-        return int((ctx.cluster.datadir / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def pg_cpu(postmaster: int | None) -> float:
-    """CPU seconds of the postmaster and its children (the backends, WAL writer, ...)."""
-    if postmaster is None:
-        return 0.0
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rindex(")") + 2 :].split()
-        pid, ppid = int(entry.name), int(fields[1])
-        if pid == postmaster or ppid == postmaster:
-            total += int(fields[11]) + int(fields[12])
-    return total / CLOCK_TICKS
