@@ -1,0 +1,250 @@
+"""Full-text search over the caller's message text and chat titles, ranked, paged by keyset.
+
+The indexes (migration 0003) are kept in step by triggers: FTS5 tables ``search_messages`` and
+``search_titles`` on SQLite, ``search_docs`` and ``search_session_titles`` (tsvector + GIN) on
+PostgreSQL. A hit is a message (one per message) or a chat whose title matches; every query is
+filtered by the caller's ``user_pk`` (G7), and a deleted chat has no messages and an empty title,
+so it is never found (G5). The query language lives in ``search_syntax``; docs/search.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+from sqlalchemy import TextClause, TextualSelect, bindparam, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.types import Integer
+
+from chatkeep.problems import Invalid, InvalidQuery
+from chatkeep.store.search_syntax import Query, parse, snippet
+from chatkeep.store.tables import ChatSession, Message, table
+
+S = table(ChatSession)
+M = table(Message)
+_TITLE, _MESSAGE = 0, 1  # hit kinds, in the order ties are broken
+_LANGUAGE_LOCK_KEY = 0x636B_736C  # "cksl"
+
+
+def is_search_object(name: str | None) -> bool:
+    """Tables, views and functions of migration 0003, which the declared schema leaves out."""
+    return bool(name) and str(name).startswith("search_")
+
+
+def _pg_tsquery(query: Query) -> tuple[str, dict[str, str]]:
+    """The tsquery of ``query`` built from bound values (never from input as syntax): each term
+    is ``phraseto_tsquery`` of its folded words, joined by ``||`` (or), ``&&`` and ``!!``."""
+    params: dict[str, str] = {}
+
+    def term(words: tuple[str, ...]) -> str:
+        name = f"search_t{len(params)}"
+        params[name] = " ".join(words)
+        return f"phraseto_tsquery(search_language(), search_fold(:{name}))"
+
+    groups = ["(" + " || ".join(term(t.words) for t in g) + ")" for g in query.groups]
+    groups += ["!!" + term(t.words) for t in query.excluded]
+    return " && ".join(groups), params
+
+
+def _hits_sql(dialect: str, query: Query) -> tuple[str, dict[str, Any]]:
+    """(kind, pk, score) of every hit of ``query`` for ``:user_pk``; higher score is better."""
+    if dialect == "sqlite":
+        return (
+            """SELECT 1 AS kind, search_messages.rowid AS pk, -bm25(search_messages) AS score
+               FROM search_messages JOIN messages m ON m.pk = search_messages.rowid
+               WHERE search_messages MATCH :search_match AND m.user_pk = :user_pk
+               UNION ALL
+               SELECT 0, search_titles.rowid, -bm25(search_titles)
+               FROM search_titles JOIN sessions s ON s.pk = search_titles.rowid
+               WHERE search_titles MATCH :search_match AND s.user_pk = :user_pk
+                 AND s.deleted_at IS NULL""",
+            {"search_match": query.fts5()},
+        )
+    tsquery, params = _pg_tsquery(query)
+    return (
+        f"""SELECT 1 AS kind, d.message_pk AS pk, ts_rank(d.tsv, q.q)::float8 AS score
+            FROM search_docs d, (SELECT {tsquery} AS q) q
+            WHERE d.user_pk = :user_pk AND d.tsv @@ q.q
+            UNION ALL
+            SELECT 0, t.session_pk, ts_rank(t.tsv, q.q)::float8
+            FROM search_session_titles t JOIN sessions s ON s.pk = t.session_pk,
+                 (SELECT {tsquery} AS q) q
+            WHERE t.user_pk = :user_pk AND s.deleted_at IS NULL AND t.tsv @@ q.q""",
+        params,
+    )
+
+
+def _fingerprint(q: str) -> str:
+    return hashlib.sha256(q.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def _encode_cursor(q: str, score: float, kind: int, pk: int) -> str:
+    raw = json.dumps([_fingerprint(q), score, kind, pk]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(q: str, cursor: str) -> tuple[float, int, int]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        fingerprint, score, kind, pk = json.loads(base64.urlsafe_b64decode(padded))
+        if fingerprint != _fingerprint(q) or kind not in (_TITLE, _MESSAGE):
+            raise ValueError("another query's cursor")
+        if not isinstance(score, float | int) or not 0 <= int(pk) < 2**63:
+            raise ValueError("out of range")
+        return float(score), int(kind), int(pk)
+    except (ValueError, TypeError, OverflowError, UnicodeDecodeError) as exc:
+        raise Invalid(
+            "cursor is not one this server gave out for this query", field="cursor"
+        ) from exc
+
+
+async def search(
+    conn: AsyncConnection, *, user_pk: int, q: str, limit: int, cursor: str | None = None
+) -> dict[str, Any]:
+    """Best first: bm25 (SQLite) or ts_rank (PostgreSQL), then titles before messages, then pk;
+    ``next_cursor`` continues after the last hit of this page (a keyset, not an offset)."""
+    query = parse(q)
+    hits_sql, params = _hits_sql(conn.dialect.name, query)
+    params |= {"user_pk": user_pk, "search_limit": limit + 1}
+    after = ""
+    if cursor:
+        params["c_score"], params["c_kind"], params["c_pk"] = _decode_cursor(q, cursor)
+        after = """WHERE score < :c_score OR (score = :c_score AND (kind > :c_kind
+                   OR (kind = :c_kind AND pk > :c_pk)))"""
+    stmt = text(
+        f"SELECT kind, pk, score FROM ({hits_sql}) hits {after}"
+        " ORDER BY score DESC, kind, pk LIMIT :search_limit"
+    )
+    ranked = (await conn.execute(stmt, params)).all()
+    page, more = ranked[:limit], len(ranked) > limit
+    details = await _details(conn, [(r.kind, r.pk) for r in page])
+    words = query.folded_words()
+    hits = []
+    for row in page:
+        found = details.get((row.kind, row.pk))
+        if found is None:  # deleted between the two statements
+            continue
+        body, hit = found
+        shown, spans = snippet(body, words)
+        hits.append({**hit, "snippet": shown, "highlights": spans, "score": float(row.score)})
+    last = page[-1] if page else None
+    next_cursor = _encode_cursor(q, last.score, last.kind, last.pk) if more and last else None
+    return {"hits": hits, "next_cursor": next_cursor}
+
+
+async def _details(
+    conn: AsyncConnection, keys: list[tuple[int, int]]
+) -> dict[tuple[int, int], tuple[str, dict[str, Any]]]:
+    """The text and public fields of one page of hits, read after ranking (not for every match)."""
+    found: dict[tuple[int, int], tuple[str, dict[str, Any]]] = {}
+    message_pks = [pk for kind, pk in keys if kind == _MESSAGE]
+    title_pks = [pk for kind, pk in keys if kind == _TITLE]
+    if message_pks:
+        rows = await conn.execute(
+            select(
+                M.c.pk, M.c.id, M.c.role, M.c.seq, M.c.content, M.c.created_at, S.c.id, S.c.title
+            )
+            .join(S, S.c.pk == M.c.session_pk)
+            .where(M.c.pk.in_(message_pks))
+        )
+        for r in rows:
+            hit = {
+                "session_id": r[6],
+                "session_title": r[7],
+                "message_id": r.id,
+                "role": r.role,
+                "seq": r.seq,
+                "created_at": r.created_at,
+            }
+            found[(_MESSAGE, r.pk)] = (content_text(r.content), hit)
+    if title_pks:
+        rows = await conn.execute(
+            select(S.c.pk, S.c.id, S.c.title, S.c.created_at).where(S.c.pk.in_(title_pks))
+        )
+        for r in rows:
+            hit = {
+                "session_id": r.id,
+                "session_title": r.title,
+                "message_id": None,
+                "role": None,
+                "seq": None,
+                "created_at": r.created_at,
+            }
+            found[(_TITLE, r.pk)] = (r.title, hit)
+    return found
+
+
+def content_text(content: Any) -> str:
+    """The searchable text of a message: the same text the triggers index."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            p["text"] for p in content if isinstance(p, dict) and p.get("type") == "text"
+        )
+    return ""
+
+
+def sessions_matching(dialect: str, user_pk: int, q: str) -> TextualSelect | None:
+    """The pks of the user's chats whose title or any message matches ``q`` (for
+    ``GET /api/sessions?q=``), or None when ``q`` has no word to search for."""
+    try:
+        query = parse(q)
+    except InvalidQuery:
+        return None
+    if dialect == "sqlite":
+        sql = """SELECT m.session_pk AS pk FROM search_messages
+                 JOIN messages m ON m.pk = search_messages.rowid
+                 WHERE search_messages MATCH :search_match AND m.user_pk = :search_user
+                 UNION SELECT rowid FROM search_titles WHERE search_titles MATCH :search_match"""
+        params: dict[str, Any] = {"search_match": query.fts5()}
+    else:
+        tsquery, params = _pg_tsquery(query)
+        sql = f"""SELECT m.session_pk AS pk FROM search_docs d
+                  JOIN messages m ON m.pk = d.message_pk, (SELECT {tsquery} AS q) q
+                  WHERE d.user_pk = :search_user AND d.tsv @@ q.q
+                  UNION SELECT t.session_pk FROM search_session_titles t,
+                        (SELECT {tsquery} AS q) q
+                  WHERE t.user_pk = :search_user AND t.tsv @@ q.q"""
+    clause: TextClause = text(sql).bindparams(
+        *(bindparam(k, v) for k, v in params.items()), bindparam("search_user", user_pk)
+    )
+    return clause.columns(pk=Integer)
+
+
+async def use_language(conn: AsyncConnection, *, language: str) -> bool:
+    """Make ``language`` (a PostgreSQL text search configuration) the one words are stemmed
+    with, re-indexing every row if it changed. SQLite's unicode61 has none. True if it changed."""
+    if conn.dialect.name != "postgresql":
+        return False
+    # Workers start together: one changes the language, the others then find it current.
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LANGUAGE_LOCK_KEY})
+    known = await conn.scalar(
+        text("SELECT cfgname FROM pg_ts_config WHERE cfgname = :name"), {"name": language}
+    )
+    if known is None:
+        raise ValueError(f"no PostgreSQL text search configuration {language!r}")
+    if await conn.scalar(text("SELECT search_language()::text")) == language:
+        return False
+    await conn.execute(
+        text(
+            "CREATE OR REPLACE FUNCTION search_language() RETURNS regconfig"
+            " LANGUAGE sql IMMUTABLE PARALLEL SAFE"
+            f" AS $$ SELECT '{language}'::regconfig $$"
+        )
+    )
+    await conn.execute(
+        text(
+            "UPDATE search_docs d SET tsv = to_tsvector(search_language(),"
+            " search_fold(search_text(m.content))) FROM messages m WHERE m.pk = d.message_pk"
+        )
+    )
+    await conn.execute(
+        text(
+            "UPDATE search_session_titles t SET tsv = to_tsvector(search_language(),"
+            " search_fold(s.title)) FROM sessions s WHERE s.pk = t.session_pk"
+        )
+    )
+    return True
