@@ -1,0 +1,187 @@
+"""The search index itself, asked of the database: a streaming reply is indexed once, when it
+reaches a final status, and not at each 250 ms checkpoint; migration 0003 indexes the rows that
+were there before it; the PostgreSQL language setting stems words and re-indexes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import insert, text, update
+
+from chatkeep.store import migrate, search
+from chatkeep.store.engine import Database
+from chatkeep.store.tables import ChatSession, Message, User, table
+from support.factories import new_id
+
+M = table(Message)
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database(db_url)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+async def indexed(db: Database, message_pk: int) -> int:
+    """How many index entries the message has (0 or 1)."""
+    sql = (
+        "SELECT count(*) FROM search_messages_docsize WHERE id = :pk"
+        if db.is_sqlite
+        else "SELECT count(*) FROM search_docs WHERE message_pk = :pk"
+    )
+    async with db.read() as conn:
+        return int(await conn.scalar(text(sql), {"pk": message_pk}) or 0)
+
+
+async def hits(db: Database, user_pk: int, q: str) -> list[str | None]:
+    async with db.read() as conn:
+        page = await search.search(conn, user_pk=user_pk, q=q, limit=100)
+    return [hit["message_id"] for hit in page["hits"]]
+
+
+async def make_user_and_session(db: Database) -> tuple[int, int]:
+    async def work(conn: Any) -> tuple[int, int]:
+        user_pk = await conn.scalar(
+            insert(table(User)).values(name=new_id()[:30]).returning(table(User).c.pk)
+        )
+        session_pk = await conn.scalar(
+            insert(table(ChatSession))
+            .values(user_pk=user_pk, id=new_id(), title="", request_hash="x")
+            .returning(table(ChatSession).c.pk)
+        )
+        return int(user_pk), int(session_pk)
+
+    return await db.write(work)
+
+
+async def test_a_reply_is_indexed_once_when_it_reaches_a_final_status(db: Database) -> None:
+    """Checkpoints rewrite a streaming reply every 250 ms (G2); the index only sees its final
+    text, so words of a checkpoint that the final text no longer has are never found."""
+    await migrate.upgrade(db)
+    user_pk, session_pk = await make_user_and_session(db)
+    reply_id = new_id()
+
+    async def start(conn: Any) -> int:
+        values = {
+            "session_pk": session_pk, "user_pk": user_pk, "id": reply_id, "seq": 1, "role": "assistant",
+            "content": "", "status": "streaming", "request_hash": "x",
+        }  # fmt: skip
+        return int(await conn.scalar(insert(M).values(values).returning(M.c.pk)))
+
+    pk = await db.write(start)
+    for text_so_far in ("draft", "draft words", "draft words grow"):
+
+        async def checkpoint(conn: Any, content: str = text_so_far) -> None:
+            await conn.execute(update(M).where(M.c.pk == pk).values(content=content))
+
+        await db.write(checkpoint)
+        assert await indexed(db, pk) == 0
+        assert await hits(db, user_pk, "draft") == []
+
+    async def finish(conn: Any) -> None:
+        values = {"content": "final answer", "status": "complete"}
+        await conn.execute(update(M).where(M.c.pk == pk).values(**values))
+
+    await db.write(finish)
+    assert await indexed(db, pk) == 1
+    assert await hits(db, user_pk, "final answer") == [reply_id]
+    assert await hits(db, user_pk, "draft") == []
+
+    async def renew_lease(conn: Any) -> None:  # a write that is not text leaves the index alone
+        await conn.execute(update(M).where(M.c.pk == pk).values(model="m2"))
+
+    await db.write(renew_lease)
+    assert (await indexed(db, pk), await hits(db, user_pk, "final")) == (1, [reply_id])
+
+
+async def test_a_finished_turn_is_found_by_a_word_of_the_reply(api: httpx.AsyncClient) -> None:
+    """End to end: the demo model's reply, streamed and checkpointed, is searchable once done."""
+    sid, mid = new_id(), new_id()
+    body = {"message": {"id": mid, "content": "tell me about okapis"}, "session": {}}
+    async with api.stream("POST", f"/api/sessions/{sid}/turns", json=body) as response:
+        assert response.status_code == 200
+        events = [line async for line in response.aiter_lines() if line.startswith("event:")]
+    assert events[-1] == "event: done", events
+    found = (await api.get("/api/search", params={"q": "offline canned"})).json()["hits"]
+    assert [(h["session_id"], h["role"]) for h in found] == [(sid, "assistant")]
+    both = (await api.get("/api/search", params={"q": "okapis"})).json()["hits"]
+    # the message, the reply that quotes it, and the title made from it
+    assert sorted(str(h["role"]) for h in both) == ["None", "assistant", "user"]
+
+
+async def test_migration_indexes_rows_that_already_exist(db: Database) -> None:
+    """A database that holds chats before migration 0003 finds them after it."""
+    await migrate.upgrade(db, "0001")
+    sid, plain, parts = new_id(), new_id(), new_id()
+    multimodal = [
+        {"type": "image_url", "image_url": {"url": "https://example.org/a.png"}},
+        {"type": "text", "text": "an older photo of Mombasa"},
+    ]
+
+    async def old_rows(conn: Any) -> None:
+        await conn.execute(
+            text(
+                "INSERT INTO users (name, is_admin, created_at) VALUES ('old', false, CURRENT_TIMESTAMP)"
+            ),
+            {},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO sessions (user_pk, id, title, pinned, archived, last_seq,"
+                " request_hash, created_at, updated_at) SELECT pk, :sid, 'Old Safari', false,"
+                " false, 2, 'x', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM users WHERE name = 'old'"
+            ),
+            {"sid": sid},
+        )
+        for seq, (mid, content) in enumerate(
+            [(plain, "lions near Nairobi"), (parts, multimodal)], start=1
+        ):
+            await conn.execute(
+                text(
+                    "INSERT INTO messages (session_pk, user_pk, id, seq, role, content, status,"
+                    " request_hash, created_at, updated_at) SELECT pk, user_pk, :mid, :seq,"
+                    " 'user', :content, 'complete', 'x', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM sessions WHERE id = :sid"
+                ),
+                {"mid": mid, "seq": seq, "content": json.dumps(content), "sid": sid},
+            )
+
+    await db.write(old_rows)
+    await migrate.upgrade(db)
+    async with db.read() as conn:
+        user_pk = int(await conn.scalar(text("SELECT pk FROM users WHERE name = 'old'")) or 0)
+    assert await hits(db, user_pk, "nairobi") == [plain]
+    assert await hits(db, user_pk, "mombasa") == [parts]
+    assert await hits(db, user_pk, "safari") == [None]
+
+
+async def test_postgresql_language_setting_stems_and_reindexes(db: Database) -> None:
+    """CHATKEEP_SEARCH_LANGUAGE=english: "running" finds "runs"; back to simple, it does not."""
+    if db.is_sqlite:
+        pytest.skip("SQLite's unicode61 tokenizer has no language")
+    await migrate.upgrade(db)
+    user_pk, session_pk = await make_user_and_session(db)
+    mid = new_id()
+
+    async def message(conn: Any) -> None:
+        values = {
+            "session_pk": session_pk, "user_pk": user_pk, "id": mid, "seq": 1, "role": "user",
+            "content": "she runs daily", "request_hash": "x",
+        }  # fmt: skip
+        await conn.execute(insert(M).values(values))
+
+    await db.write(message)
+    assert await hits(db, user_pk, "running") == []
+    assert await db.write(lambda conn: search.use_language(conn, language="english"))
+    assert not await db.write(lambda conn: search.use_language(conn, language="english"))
+    assert await hits(db, user_pk, "running") == [mid]
+    await db.write(lambda conn: search.use_language(conn, language="simple"))
+    assert await hits(db, user_pk, "running") == []
+    with pytest.raises(ValueError, match="klingon"):
+        await db.write(lambda conn: search.use_language(conn, language="klingon"))
