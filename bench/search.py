@@ -13,6 +13,7 @@ and one from which migration 0003's triggers were dropped: a user message append
 
 from __future__ import annotations
 
+import itertools
 import random
 import secrets
 from collections.abc import Awaitable, Callable
@@ -66,26 +67,32 @@ def vocabulary(rng: random.Random, size: int) -> list[str]:
     return ["".join(rng.choices(_SYLLABLES, k=rng.randint(2, 4))) for _ in range(size)]
 
 
-def texts(rng: random.Random, count: int) -> list[str]:
-    """``count`` message texts of 20-60 Zipf-distributed words, with the probe words planted."""
-    words = vocabulary(rng, 20_000)
-    weights = [1 / (rank + 1) for rank in range(len(words))]
-    cumulative = []
-    total = 0.0
-    for weight in weights:
-        total += weight
-        cumulative.append(total)
-    made = [rng.choices(words, cum_weights=cumulative, k=rng.randint(20, 60)) for _ in range(count)]
-    for probe, share in PROBES.values():
-        holders = max(1, round(share * count)) if share < 1 else min(int(share), count)
-        for index in rng.sample(range(count), holders):
-            made[index].insert(rng.randrange(len(made[index]) + 1), probe.strip('"'))
-    return [" ".join(m) for m in made]
+class Texts:
+    """Message texts of 20-60 Zipf-distributed words, with the probe words planted in a known
+    number of them; made lazily, in order, so that a million never sit in memory at once."""
+
+    def __init__(self, rng: random.Random, count: int) -> None:
+        self.rng = rng
+        self.words = vocabulary(rng, 20_000)
+        self.cumulative = list(itertools.accumulate(1 / (rank + 1) for rank in range(20_000)))
+        self.planted: dict[int, list[str]] = {}
+        for probe, share in PROBES.values():
+            holders = max(1, round(share * count)) if share < 1 else min(int(share), count)
+            for index in rng.sample(range(count), holders):
+                self.planted.setdefault(index, []).append(probe.strip('"'))
+
+    def make(self, index: int) -> str:
+        words = self.rng.choices(
+            self.words, cum_weights=self.cumulative, k=self.rng.randint(20, 60)
+        )
+        for probe in self.planted.get(index, ()):
+            words.insert(self.rng.randrange(len(words) + 1), probe)
+        return " ".join(words)
 
 
 async def fill(db: Database, user_pk: int, chats: int, per_chat: int, rng: random.Random) -> None:
     """``chats`` chats of ``per_chat`` messages each, by bulk insert, in several transactions."""
-    bodies = texts(rng, chats * per_chat)
+    bodies = Texts(rng, chats * per_chat)
     now = utcnow()
     for first in range(0, chats, max(1, _CHUNK // per_chat)):
         batch = range(first, min(chats, first + max(1, _CHUNK // per_chat)))
@@ -95,7 +102,7 @@ async def fill(db: Database, user_pk: int, chats: int, per_chat: int, rng: rando
                 {
                     "user_pk": user_pk,
                     "id": new_id(),
-                    "title": f"Chat {i} on {bodies[i * per_chat].split()[0]}",
+                    "title": f"Chat {i} on {bodies.words[i % 1000]}",
                     "last_seq": per_chat,
                     "request_hash": secrets.token_hex(8),
                     "created_at": now,
@@ -111,7 +118,7 @@ async def fill(db: Database, user_pk: int, chats: int, per_chat: int, rng: rando
                     "id": new_id(),
                     "seq": seq + 1,
                     "role": "user" if seq % 2 == 0 else "assistant",
-                    "content": bodies[i * per_chat + seq],
+                    "content": bodies.make(i * per_chat + seq),
                     "status": "complete",
                     "request_hash": "x",
                     "created_at": now,
@@ -155,7 +162,8 @@ async def run(ctx: Context) -> list[Result]:
 async def write_overhead(ctx: Context, *, n: int, warmup: int) -> dict[str, list[float]]:
     indexed = await _writer(ctx, "indexed", keep=True, finish_case=FINISH_INDEXED)
     plain = await _writer(ctx, "plain", keep=False, finish_case=FINISH_PLAIN)
-    reply = " ".join(texts(random.Random(7), 30))[:1500]
+    made = Texts(random.Random(7), 30)
+    reply = " ".join(made.make(i) for i in range(30))[:1500]
     try:
         ops: dict[str, Callable[[], Awaitable[object]]] = {
             APPEND_PLAIN: plain.append,
@@ -231,7 +239,7 @@ async def _writer(ctx: Context, name: str, *, keep: bool, finish_case: str) -> _
 
 async def _drop_triggers(conn: AsyncConnection) -> None:
     for name in ("messages_insert", "messages_update", "messages_delete"):
-        on = "" if conn.dialect.name == "sqlite" else " ON messages"
+        on = "" if conn.dialect.name == "sqlite" else " ON messages"  # the column stays NULL
         await conn.execute(text(f"DROP TRIGGER IF EXISTS search_{name}{on}"))
 
 

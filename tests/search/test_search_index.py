@@ -34,7 +34,7 @@ async def indexed(db: Database, message_pk: int) -> int:
     sql = (
         "SELECT count(*) FROM search_messages_docsize WHERE id = :pk"
         if db.is_sqlite
-        else "SELECT count(*) FROM search_docs WHERE message_pk = :pk"
+        else "SELECT count(*) FROM messages WHERE pk = :pk AND search_tsv IS NOT NULL"
     )
     async with db.read() as conn:
         return int(await conn.scalar(text(sql), {"pk": message_pk}) or 0)

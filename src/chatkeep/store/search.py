@@ -1,8 +1,8 @@
 """Full-text search over the caller's message text and chat titles, ranked, paged by keyset.
 
 The indexes (migration 0003) are kept in step by triggers: FTS5 tables ``search_messages`` and
-``search_titles`` on SQLite, ``search_docs`` and ``search_session_titles`` (tsvector + GIN) on
-PostgreSQL. A hit is a message (one per message) or a chat whose title matches; every query is
+``search_titles`` on SQLite, a ``search_tsv`` column of ``messages`` and of ``sessions``
+(tsvector + GIN) on PostgreSQL. A hit is a message (one per message) or a chat whose title matches; every query is
 filtered by the caller's ``user_pk`` (G7), and a deleted chat has no messages and an empty title,
 so it is never found (G5). The query language lives in ``search_syntax``; docs/search.md.
 """
@@ -29,7 +29,8 @@ _LANGUAGE_LOCK_KEY = 0x636B_736C  # "cksl"
 
 
 def is_search_object(name: str | None) -> bool:
-    """Tables, views and functions of migration 0003, which the declared schema leaves out."""
+    """Tables, views, columns and indexes of migration 0003, which the declared schema leaves
+    out: they are SQL of their own (FTS5, tsvector), set only by triggers."""
     return bool(name) and str(name).startswith("search_")
 
 
@@ -64,14 +65,13 @@ def _hits_sql(dialect: str, query: Query) -> tuple[str, dict[str, Any]]:
         )
     tsquery, params = _pg_tsquery(query)
     return (
-        f"""SELECT 1 AS kind, d.message_pk AS pk, ts_rank(d.tsv, q.q)::float8 AS score
-            FROM search_docs d, (SELECT {tsquery} AS q) q
-            WHERE d.user_pk = :user_pk AND d.tsv @@ q.q
+        f"""SELECT 1 AS kind, m.pk AS pk, ts_rank(m.search_tsv, q.q)::float8 AS score
+            FROM messages m, (SELECT {tsquery} AS q) q
+            WHERE m.user_pk = :user_pk AND m.search_tsv @@ q.q
             UNION ALL
-            SELECT 0, t.session_pk, ts_rank(t.tsv, q.q)::float8
-            FROM search_session_titles t JOIN sessions s ON s.pk = t.session_pk,
-                 (SELECT {tsquery} AS q) q
-            WHERE t.user_pk = :user_pk AND s.deleted_at IS NULL AND t.tsv @@ q.q""",
+            SELECT 0, s.pk, ts_rank(s.search_tsv, q.q)::float8
+            FROM sessions s, (SELECT {tsquery} AS q) q
+            WHERE s.user_pk = :user_pk AND s.deleted_at IS NULL AND s.search_tsv @@ q.q""",
         params,
     )
 
@@ -202,12 +202,10 @@ def sessions_matching(dialect: str, user_pk: int, q: str) -> TextualSelect | Non
         params: dict[str, Any] = {"search_match": query.fts5()}
     else:
         tsquery, params = _pg_tsquery(query)
-        sql = f"""SELECT m.session_pk AS pk FROM search_docs d
-                  JOIN messages m ON m.pk = d.message_pk, (SELECT {tsquery} AS q) q
-                  WHERE d.user_pk = :search_user AND d.tsv @@ q.q
-                  UNION SELECT t.session_pk FROM search_session_titles t,
-                        (SELECT {tsquery} AS q) q
-                  WHERE t.user_pk = :search_user AND t.tsv @@ q.q"""
+        sql = f"""SELECT m.session_pk AS pk FROM messages m, (SELECT {tsquery} AS q) q
+                  WHERE m.user_pk = :search_user AND m.search_tsv @@ q.q
+                  UNION SELECT s.pk FROM sessions s, (SELECT {tsquery} AS q) q
+                  WHERE s.user_pk = :search_user AND s.search_tsv @@ q.q"""
     clause: TextClause = text(sql).bindparams(
         *(bindparam(k, v) for k, v in params.items()), bindparam("search_user", user_pk)
     )
@@ -237,14 +235,11 @@ async def use_language(conn: AsyncConnection, *, language: str) -> bool:
     )
     await conn.execute(
         text(
-            "UPDATE search_docs d SET tsv = to_tsvector(search_language(),"
-            " search_fold(search_text(m.content))) FROM messages m WHERE m.pk = d.message_pk"
+            "UPDATE messages SET search_tsv = to_tsvector(search_language(),"
+            " search_fold(search_text(content))) WHERE search_tsv IS NOT NULL"
         )
     )
     await conn.execute(
-        text(
-            "UPDATE search_session_titles t SET tsv = to_tsvector(search_language(),"
-            " search_fold(s.title)) FROM sessions s WHERE s.pk = t.session_pk"
-        )
+        text("UPDATE sessions SET search_tsv = to_tsvector(search_language(), search_fold(title))")
     )
     return True
