@@ -69,10 +69,8 @@ async def test_a_reply_is_indexed_once_when_it_reaches_a_final_status(db: Databa
     reply_id = new_id()
 
     async def start(conn: Any) -> int:
-        values = {
-            "session_pk": session_pk, "user_pk": user_pk, "id": reply_id, "seq": 1, "role": "assistant",
-            "content": "", "status": "streaming", "request_hash": "x",
-        }  # fmt: skip
+        values = {"session_pk": session_pk, "user_pk": user_pk, "id": reply_id, "seq": 1}
+        values |= {"role": "assistant", "content": "", "status": "streaming", "request_hash": "x"}
         return int(await conn.scalar(insert(M).values(values).returning(M.c.pk)))
 
     pk = await db.write(start)
@@ -128,7 +126,8 @@ async def test_migration_indexes_rows_that_already_exist(db: Database) -> None:
     async def old_rows(conn: Any) -> None:
         await conn.execute(
             text(
-                "INSERT INTO users (name, is_admin, created_at) VALUES ('old', false, CURRENT_TIMESTAMP)"
+                "INSERT INTO users (name, is_admin, created_at)"
+                " VALUES ('old', false, CURRENT_TIMESTAMP)"
             ),
             {},
         )
@@ -147,7 +146,8 @@ async def test_migration_indexes_rows_that_already_exist(db: Database) -> None:
                 text(
                     "INSERT INTO messages (session_pk, user_pk, id, seq, role, content, status,"
                     " request_hash, created_at, updated_at) SELECT pk, user_pk, :mid, :seq,"
-                    " 'user', :content, 'complete', 'x', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM sessions WHERE id = :sid"
+                    " 'user', :content, 'complete', 'x', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP"
+                    " FROM sessions WHERE id = :sid"
                 ),
                 {"mid": mid, "seq": seq, "content": json.dumps(content), "sid": sid},
             )

@@ -2,9 +2,10 @@
 
 The indexes (migration 0003) are kept in step by triggers: FTS5 tables ``search_messages`` and
 ``search_titles`` on SQLite, a ``search_tsv`` column of ``messages`` and of ``sessions``
-(tsvector + GIN) on PostgreSQL. A hit is a message (one per message) or a chat whose title matches; every query is
-filtered by the caller's ``user_pk`` (G7), and a deleted chat has no messages and an empty title,
-so it is never found (G5). The query language lives in ``search_syntax``; docs/search.md.
+(tsvector + GIN) on PostgreSQL. A hit is a message (one per message) or a chat whose title
+matches; every query is filtered by the caller's ``user_pk`` (G7), and a deleted chat has no
+messages and an empty title, so it is never found (G5). The query language lives in
+``search_syntax``; docs/search.md.
 """
 
 from __future__ import annotations
