@@ -121,14 +121,13 @@ def _pg_fold_function() -> str:
     lowers only A-Z), accents removed, and anything but letters and digits made a space, so that
     PostgreSQL's parser splits words where FTS5's unicode61 does (no host or e-mail tokens).
 
-    Accents go with ``unaccent`` when the extension can be created; otherwise (no privilege)
-    with Unicode decomposition, which covers the combining accents though not ``ø`` or ``ł``."""
+    Accents go with ``unaccent`` when the extension can be created; otherwise (no privilege, no
+    contrib package) with Unicode decomposition."""
     conn = op.get_bind()
-    schema = None
     try:
         with conn.begin_nested():
             conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS unaccent")
-    except Exception:  # no privilege or no contrib package: fall back below
+    except Exception:  # any refusal (no privilege, no contrib package): fall back below
         pass
     schema = conn.scalar(
         text(
@@ -136,13 +135,19 @@ def _pg_fold_function() -> str:
             " WHERE e.extname = 'unaccent'"
         )
     )
+    return fold_function_sql(schema)
+
+
+def fold_function_sql(unaccent_schema: str | None, name: str = "search_fold") -> str:
+    """The function, with ``unaccent`` from that schema, or by decomposition (NFD, combining
+    marks dropped: accented letters, though not ``ø`` or ``ł``) when there is none."""
     lowered = 'lower(t COLLATE "und-x-icu")'
-    if schema is not None:
-        quoted = '"' + schema.replace('"', '""') + '"'
+    if unaccent_schema is not None:
+        quoted = '"' + unaccent_schema.replace('"', '""') + '"'
         folded = f"{quoted}.unaccent('{quoted}.unaccent'::regdictionary, {lowered})"
     else:
         folded = f"regexp_replace(normalize({lowered}, NFD), '[\\u0300-\\u036f]+', '', 'g')"
-    return f"""CREATE FUNCTION search_fold(t text) RETURNS text
+    return f"""CREATE FUNCTION {name}(t text) RETURNS text
         LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         SELECT regexp_replace({folded} COLLATE "und-x-icu", '[^[:alnum:]]+', ' ', 'g') $$"""
 
