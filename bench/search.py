@@ -20,8 +20,7 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
 
-from sqlalchemy import insert, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, insert, text, update
 
 from bench._common import Context, RatioAtMost, Result, Rows, TimeBelow, interleaved
 from bench._fixtures import create_session, new_message, serve, settle, setup_users
@@ -97,7 +96,7 @@ async def fill(db: Database, user_pk: int, chats: int, per_chat: int, rng: rando
     for first in range(0, chats, max(1, _CHUNK // per_chat)):
         batch = range(first, min(chats, first + max(1, _CHUNK // per_chat)))
 
-        async def work(conn: AsyncConnection, batch: range = batch) -> None:
+        def work(conn: Connection, batch: range = batch) -> None:
             rows = [
                 {
                     "user_pk": user_pk,
@@ -110,7 +109,7 @@ async def fill(db: Database, user_pk: int, chats: int, per_chat: int, rng: rando
                 }
                 for i in batch
             ]
-            pks = (await conn.execute(insert(S).returning(S.c.pk), rows)).scalars().all()
+            pks = conn.execute(insert(S).returning(S.c.pk), rows).scalars().all()
             messages_rows = [
                 {
                     "session_pk": pk,
@@ -127,7 +126,7 @@ async def fill(db: Database, user_pk: int, chats: int, per_chat: int, rng: rando
                 for i, pk in zip(batch, pks, strict=True)
                 for seq in range(per_chat)
             ]
-            await conn.execute(insert(M), messages_rows)
+            conn.execute(insert(M), messages_rows)
 
         await db.write(work)
 
@@ -192,9 +191,7 @@ class _Writer:
     async def append(self) -> None:
         msg = new_message()
         await self.db.write(
-            lambda conn: messages.append_message(
-                conn, user_pk=self.user_pk, session_id=self.session_id, msg=msg
-            )
+            messages.append_message, user_pk=self.user_pk, session_id=self.session_id, msg=msg
         )
 
     async def finish(self, reply: str) -> dict[str, float]:
@@ -229,18 +226,19 @@ async def _writer(ctx: Context, name: str, *, keep: bool, finish_case: str) -> _
     if not keep:
         await db.write(_drop_triggers)
     writer = _Writer(db, user_pk, await create_session(db, user_pk, "writes"), finish_case)
-    async with db.read() as conn:
-        found = await conn.scalar(
+    found = await db.read(
+        lambda conn: conn.scalar(
             text("SELECT pk FROM sessions WHERE id = :id"), {"id": writer.session_id}
         )
+    )
     writer.session_pk = int(found or 0)
     return writer
 
 
-async def _drop_triggers(conn: AsyncConnection) -> None:
+def _drop_triggers(conn: Connection) -> None:
     for name in ("messages_insert", "messages_update", "messages_delete"):
         on = "" if conn.dialect.name == "sqlite" else " ON messages"  # the column stays NULL
-        await conn.execute(text(f"DROP TRIGGER IF EXISTS search_{name}{on}"))
+        conn.execute(text(f"DROP TRIGGER IF EXISTS search_{name}{on}"))
 
 
 def report(

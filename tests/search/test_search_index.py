@@ -35,25 +35,23 @@ async def indexed(db: Database, message_pk: int) -> int:
     """How many index entries the message has (0 or 1)."""
     sql = (
         "SELECT count(*) FROM search_messages_docsize WHERE id = :pk"
-        if db.is_sqlite
+        if db.dialect_name == "sqlite"
         else "SELECT count(*) FROM messages WHERE pk = :pk AND search_tsv IS NOT NULL"
     )
-    async with db.read() as conn:
-        return int(await conn.scalar(text(sql), {"pk": message_pk}) or 0)
+    return int(await db.read(lambda conn: conn.scalar(text(sql), {"pk": message_pk})) or 0)
 
 
 async def hits(db: Database, user_pk: int, q: str) -> list[str | None]:
-    async with db.read() as conn:
-        page = await search.search(conn, user_pk=user_pk, q=q, limit=100)
+    page = await db.read(search.search, user_pk=user_pk, q=q, limit=100)
     return [hit["message_id"] for hit in page["hits"]]
 
 
 async def make_user_and_session(db: Database) -> tuple[int, int]:
-    async def work(conn: Any) -> tuple[int, int]:
-        user_pk = await conn.scalar(
+    def work(conn: Any) -> tuple[int, int]:
+        user_pk = conn.scalar(
             insert(table(User)).values(name=new_id()[:30]).returning(table(User).c.pk)
         )
-        session_pk = await conn.scalar(
+        session_pk = conn.scalar(
             insert(table(ChatSession))
             .values(user_pk=user_pk, id=new_id(), title="", request_hash="x")
             .returning(table(ChatSession).c.pk)
@@ -70,32 +68,32 @@ async def test_a_reply_is_indexed_once_when_it_reaches_a_final_status(db: Databa
     user_pk, session_pk = await make_user_and_session(db)
     reply_id = new_id()
 
-    async def start(conn: Any) -> int:
+    def start(conn: Any) -> int:
         values = {"session_pk": session_pk, "user_pk": user_pk, "id": reply_id, "seq": 1}
         values |= {"role": "assistant", "content": "", "status": "streaming", "request_hash": "x"}
-        return int(await conn.scalar(insert(M).values(values).returning(M.c.pk)))
+        return int(conn.scalar(insert(M).values(values).returning(M.c.pk)))
 
     pk = await db.write(start)
     for text_so_far in ("draft", "draft words", "draft words grow"):
 
-        async def checkpoint(conn: Any, content: str = text_so_far) -> None:
-            await conn.execute(update(M).where(M.c.pk == pk).values(content=content))
+        def checkpoint(conn: Any, content: str = text_so_far) -> None:
+            conn.execute(update(M).where(M.c.pk == pk).values(content=content))
 
         await db.write(checkpoint)
         assert await indexed(db, pk) == 0
         assert await hits(db, user_pk, "draft") == []
 
-    async def finish(conn: Any) -> None:
+    def finish(conn: Any) -> None:
         values = {"content": "final answer", "status": "complete"}
-        await conn.execute(update(M).where(M.c.pk == pk).values(**values))
+        conn.execute(update(M).where(M.c.pk == pk).values(**values))
 
     await db.write(finish)
     assert await indexed(db, pk) == 1
     assert await hits(db, user_pk, "final answer") == [reply_id]
     assert await hits(db, user_pk, "draft") == []
 
-    async def renew_lease(conn: Any) -> None:  # a write that is not text leaves the index alone
-        await conn.execute(update(M).where(M.c.pk == pk).values(model="m2"))
+    def renew_lease(conn: Any) -> None:  # a write that is not text leaves the index alone
+        conn.execute(update(M).where(M.c.pk == pk).values(model="m2"))
 
     await db.write(renew_lease)
     assert (await indexed(db, pk), await hits(db, user_pk, "final")) == (1, [reply_id])
@@ -125,15 +123,15 @@ async def test_migration_indexes_rows_that_already_exist(db: Database) -> None:
         {"type": "text", "text": "an older photo of Mombasa"},
     ]
 
-    async def old_rows(conn: Any) -> None:
-        await conn.execute(
+    def old_rows(conn: Any) -> None:
+        conn.execute(
             text(
                 "INSERT INTO users (name, is_admin, created_at)"
                 " VALUES ('old', false, CURRENT_TIMESTAMP)"
             ),
             {},
         )
-        await conn.execute(
+        conn.execute(
             text(
                 "INSERT INTO sessions (user_pk, id, title, pinned, archived, last_seq,"
                 " request_hash, created_at, updated_at) SELECT pk, :sid, 'Old Safari', false,"
@@ -144,7 +142,7 @@ async def test_migration_indexes_rows_that_already_exist(db: Database) -> None:
         for seq, (mid, content) in enumerate(
             [(plain, "lions near Nairobi"), (parts, multimodal)], start=1
         ):
-            await conn.execute(
+            conn.execute(
                 text(
                     "INSERT INTO messages (session_pk, user_pk, id, seq, role, content, status,"
                     " request_hash, created_at, updated_at) SELECT pk, user_pk, :mid, :seq,"
@@ -156,8 +154,8 @@ async def test_migration_indexes_rows_that_already_exist(db: Database) -> None:
 
     await db.write(old_rows)
     await migrate.upgrade(db)
-    async with db.read() as conn:
-        user_pk = int(await conn.scalar(text("SELECT pk FROM users WHERE name = 'old'")) or 0)
+    found = await db.read(lambda conn: conn.scalar(text("SELECT pk FROM users WHERE name = 'old'")))
+    user_pk = int(found or 0)
     assert await hits(db, user_pk, "nairobi") == [plain]
     assert await hits(db, user_pk, "mombasa") == [parts]
     assert await hits(db, user_pk, "safari") == [None]
@@ -165,28 +163,28 @@ async def test_migration_indexes_rows_that_already_exist(db: Database) -> None:
 
 async def test_postgresql_language_setting_stems_and_reindexes(db: Database) -> None:
     """CHATKEEP_SEARCH_LANGUAGE=english: "running" finds "runs"; back to simple, it does not."""
-    if db.is_sqlite:
+    if db.dialect_name == "sqlite":
         pytest.skip("SQLite's unicode61 tokenizer has no language")
     await migrate.upgrade(db)
     user_pk, session_pk = await make_user_and_session(db)
     mid = new_id()
 
-    async def message(conn: Any) -> None:
+    def message(conn: Any) -> None:
         values = {
             "session_pk": session_pk, "user_pk": user_pk, "id": mid, "seq": 1, "role": "user",
             "content": "she runs daily", "request_hash": "x",
         }  # fmt: skip
-        await conn.execute(insert(M).values(values))
+        conn.execute(insert(M).values(values))
 
     await db.write(message)
     assert await hits(db, user_pk, "running") == []
-    assert await db.write(lambda conn: search.use_language(conn, language="english"))
-    assert not await db.write(lambda conn: search.use_language(conn, language="english"))
+    assert await db.write(search.use_language, language="english")
+    assert not await db.write(search.use_language, language="english")
     assert await hits(db, user_pk, "running") == [mid]
-    await db.write(lambda conn: search.use_language(conn, language="simple"))
+    await db.write(search.use_language, language="simple")
     assert await hits(db, user_pk, "running") == []
     with pytest.raises(ValueError, match="klingon"):
-        await db.write(lambda conn: search.use_language(conn, language="klingon"))
+        await db.write(search.use_language, language="klingon")
 
 
 def _migration_0003() -> Any:
@@ -201,16 +199,16 @@ def _migration_0003() -> Any:
 async def test_postgresql_folds_accents_without_the_unaccent_extension(db: Database) -> None:
     """Where CREATE EXTENSION unaccent is refused, accents are still ignored, by Unicode
     decomposition; with the extension (the test cluster has it), the same."""
-    if db.is_sqlite:
+    if db.dialect_name == "sqlite":
         pytest.skip("PostgreSQL only")
     await migrate.upgrade(db)
     module = _migration_0003()
     sample = "Crème BRÛLÉE, ÉCOLE e\u0301te\u0301 Straße"
 
-    async def fold(conn: Any) -> tuple[str, str]:
-        await conn.execute(text(module.fold_function_sql(None, "pg_temp.fold_without")))
-        without = await conn.scalar(text("SELECT pg_temp.fold_without(:t)"), {"t": sample})
-        with_it = await conn.scalar(text("SELECT search_fold(:t)"), {"t": sample})
+    def fold(conn: Any) -> tuple[str, str]:
+        conn.execute(text(module.fold_function_sql(None, "pg_temp.fold_without")))
+        without = conn.scalar(text("SELECT pg_temp.fold_without(:t)"), {"t": sample})
+        with_it = conn.scalar(text("SELECT search_fold(:t)"), {"t": sample})
         return str(without), str(with_it)
 
     without, with_unaccent = await db.write(fold)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -38,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         if settings.migrate_on_start:
             await migrate.upgrade(db)
-            await db.write(partial(search_index.use_language, language=settings.search_language))
+            await db.write(search_index.use_language, language=settings.search_language)
         providers = await Providers.from_settings(settings)
         turns = TurnManager(db, providers, settings)
         await turns.start()

@@ -15,8 +15,7 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import TextClause, TextualSelect, bindparam, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, TextClause, TextualSelect, bindparam, select, text
 from sqlalchemy.types import Integer
 
 from chatkeep.problems import Invalid, InvalidQuery
@@ -101,8 +100,8 @@ def _decode_cursor(q: str, cursor: str) -> tuple[float, int, int]:
         ) from exc
 
 
-async def search(
-    conn: AsyncConnection, *, user_pk: int, q: str, limit: int, cursor: str | None = None
+def search(
+    conn: Connection, *, user_pk: int, q: str, limit: int, cursor: str | None = None
 ) -> dict[str, Any]:
     """Best first: bm25 (SQLite) or ts_rank (PostgreSQL), then titles before messages, then pk;
     ``next_cursor`` continues after the last hit of this page (a keyset, not an offset)."""
@@ -118,9 +117,9 @@ async def search(
         f"SELECT kind, pk, score FROM ({hits_sql}) hits {after}"
         " ORDER BY score DESC, kind, pk LIMIT :search_limit"
     )
-    ranked = (await conn.execute(stmt, params)).all()
+    ranked = conn.execute(stmt, params).all()
     page, more = ranked[:limit], len(ranked) > limit
-    details = await _details(conn, [(r.kind, r.pk) for r in page])
+    details = _details(conn, [(r.kind, r.pk) for r in page])
     words = query.folded_words()
     hits = []
     for row in page:
@@ -135,15 +134,15 @@ async def search(
     return {"hits": hits, "next_cursor": next_cursor}
 
 
-async def _details(
-    conn: AsyncConnection, keys: list[tuple[int, int]]
+def _details(
+    conn: Connection, keys: list[tuple[int, int]]
 ) -> dict[tuple[int, int], tuple[str, dict[str, Any]]]:
     """The text and public fields of one page of hits, read after ranking (not for every match)."""
     found: dict[tuple[int, int], tuple[str, dict[str, Any]]] = {}
     message_pks = [pk for kind, pk in keys if kind == _MESSAGE]
     title_pks = [pk for kind, pk in keys if kind == _TITLE]
     if message_pks:
-        rows = await conn.execute(
+        rows = conn.execute(
             select(
                 M.c.pk, M.c.id, M.c.role, M.c.seq, M.c.content, M.c.created_at, S.c.id, S.c.title
             )
@@ -161,7 +160,7 @@ async def _details(
             }
             found[(_MESSAGE, r.pk)] = (content_text(r.content), hit)
     if title_pks:
-        rows = await conn.execute(
+        rows = conn.execute(
             select(S.c.pk, S.c.id, S.c.title, S.c.created_at).where(S.c.pk.in_(title_pks))
         )
         for r in rows:
@@ -213,34 +212,34 @@ def sessions_matching(dialect: str, user_pk: int, q: str) -> TextualSelect | Non
     return clause.columns(pk=Integer)
 
 
-async def use_language(conn: AsyncConnection, *, language: str) -> bool:
+def use_language(conn: Connection, *, language: str) -> bool:
     """Make ``language`` (a PostgreSQL text search configuration) the one words are stemmed
     with, re-indexing every row if it changed. SQLite's unicode61 has none. True if it changed."""
     if conn.dialect.name != "postgresql":
         return False
     # Workers start together: one changes the language, the others then find it current.
-    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LANGUAGE_LOCK_KEY})
-    known = await conn.scalar(
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LANGUAGE_LOCK_KEY})
+    known = conn.scalar(
         text("SELECT cfgname FROM pg_ts_config WHERE cfgname = :name"), {"name": language}
     )
     if known is None:
         raise ValueError(f"no PostgreSQL text search configuration {language!r}")
-    if await conn.scalar(text("SELECT search_language()::text")) == language:
+    if conn.scalar(text("SELECT search_language()::text")) == language:
         return False
-    await conn.execute(
+    conn.execute(
         text(
             "CREATE OR REPLACE FUNCTION search_language() RETURNS regconfig"
             " LANGUAGE sql IMMUTABLE PARALLEL SAFE"
             f" AS $$ SELECT '{language}'::regconfig $$"
         )
     )
-    await conn.execute(
+    conn.execute(
         text(
             "UPDATE messages SET search_tsv = to_tsvector(search_language(),"
             " search_fold(search_text(content))) WHERE search_tsv IS NOT NULL"
         )
     )
-    await conn.execute(
+    conn.execute(
         text("UPDATE sessions SET search_tsv = to_tsvector(search_language(), search_fold(title))")
     )
     return True

@@ -23,7 +23,4 @@ async def search(
 ) -> dict[str, Any]:
     """One hit per matching message, and one per chat whose title matches; an empty query, or
     one of operators only, is 422 ``invalid_query``. Pass ``next_cursor`` back as ``cursor``."""
-    async with db.read() as conn:
-        return await store_search.search(
-            conn, user_pk=user.user_pk, q=q, limit=limit, cursor=cursor
-        )
+    return await db.read(store_search.search, user_pk=user.user_pk, q=q, limit=limit, cursor=cursor)
