@@ -11,9 +11,11 @@ import zlib
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from chatkeep.store import search as store_search
 from support.factories import new_id
 from support.stack import Stack
 
@@ -224,3 +226,23 @@ def test_hostile_queries_never_500(stack: Stack, q: str) -> None:
             if response.status_code == 422:
                 assert response.headers["content-type"] == "application/problem+json"
                 assert json.loads(response.text)["code"] in ("invalid_query", "validation_error")
+
+
+async def test_many_matches_are_ranked_within_windows_of_the_newest(
+    api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A word in very many messages is ranked within windows of the newest matches (so the
+    cost of a page is bounded), and paging still visits every hit once."""
+    monkeypatch.setattr(store_search, "WINDOW", 5)
+    _, ids = await chat(api, "t", *[("tide " * (1 + i % 3)) + f"n{i}" for i in range(23)])
+    first = await search(api, "tide", limit=4)
+    assert {h["message_id"] for h in first["hits"]} <= set(ids[-5:])
+    scores = [h["score"] for h in first["hits"]]
+    assert scores == sorted(scores, reverse=True)
+    seen = [h["message_id"] for h in first["hits"]]
+    cursor = first["next_cursor"]
+    while cursor:
+        page = await search(api, "tide", limit=4, cursor=cursor)
+        seen += [h["message_id"] for h in page["hits"]]
+        cursor = page["next_cursor"]
+    assert sorted(seen) == sorted(ids) and len(seen) == len(ids)

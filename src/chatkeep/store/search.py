@@ -26,6 +26,7 @@ S = table(ChatSession)
 M = table(Message)
 _TITLE, _MESSAGE = 0, 1  # hit kinds, in the order ties are broken
 _LANGUAGE_LOCK_KEY = 0x636B_736C  # "cksl"
+WINDOW = 1000  # matches ranked together; see _Window
 
 
 def is_search_object(name: str | None) -> bool:
@@ -49,15 +50,32 @@ def _pg_tsquery(query: Query) -> tuple[str, dict[str, str]]:
     return " && ".join(groups), params
 
 
-def _hits_sql(dialect: str, query: Query) -> tuple[str, dict[str, Any]]:
-    """(kind, pk, score) of every hit of ``query`` for ``:user_pk``; higher score is better."""
+def _matches_sql(dialect: str, query: Query) -> tuple[str, str, str, dict[str, Any]]:
+    """SQL pieces for the user's matching messages: (FROM+WHERE, pk column, score, params).
+    The WHERE ends open, so that pk bounds can be added."""
     if dialect == "sqlite":
         return (
-            """SELECT 1 AS kind, search_messages.rowid AS pk, -bm25(search_messages) AS score
-               FROM search_messages JOIN messages m ON m.pk = search_messages.rowid
-               WHERE search_messages MATCH :search_match AND m.user_pk = :user_pk
-               UNION ALL
-               SELECT 0, search_titles.rowid, -bm25(search_titles)
+            """FROM search_messages JOIN messages m ON m.pk = search_messages.rowid
+               WHERE search_messages MATCH :search_match AND m.user_pk = :user_pk""",
+            "search_messages.rowid",
+            "-bm25(search_messages)",
+            {"search_match": query.fts5()},
+        )
+    tsquery, params = _pg_tsquery(query)
+    return (
+        f"""FROM messages m, (SELECT {tsquery} AS q) q
+            WHERE m.user_pk = :user_pk AND m.search_tsv @@ q.q""",
+        "m.pk",
+        "ts_rank(m.search_tsv, q.q)::float8",
+        params,
+    )
+
+
+def _titles_sql(dialect: str, query: Query) -> tuple[str, dict[str, Any]]:
+    """(kind, pk, score) of the user's live chats whose title matches."""
+    if dialect == "sqlite":
+        return (
+            """SELECT 0 AS kind, search_titles.rowid AS pk, -bm25(search_titles) AS score
                FROM search_titles JOIN sessions s ON s.pk = search_titles.rowid
                WHERE search_titles MATCH :search_match AND s.user_pk = :user_pk
                  AND s.deleted_at IS NULL""",
@@ -65,35 +83,81 @@ def _hits_sql(dialect: str, query: Query) -> tuple[str, dict[str, Any]]:
         )
     tsquery, params = _pg_tsquery(query)
     return (
-        f"""SELECT 1 AS kind, m.pk AS pk, ts_rank(m.search_tsv, q.q)::float8 AS score
-            FROM messages m, (SELECT {tsquery} AS q) q
-            WHERE m.user_pk = :user_pk AND m.search_tsv @@ q.q
-            UNION ALL
-            SELECT 0, s.pk, ts_rank(s.search_tsv, q.q)::float8
+        f"""SELECT 0 AS kind, s.pk AS pk, ts_rank(s.search_tsv, q.q)::float8 AS score
             FROM sessions s, (SELECT {tsquery} AS q) q
             WHERE s.user_pk = :user_pk AND s.deleted_at IS NULL AND s.search_tsv @@ q.q""",
         params,
     )
 
 
+class _Window:
+    """Ranking every match of a word that half the messages hold costs a score per match
+    (100,000 bm25 scores: half a second). So hits are ranked within windows of the
+    ``WINDOW`` newest matches: the best of the newest thousand first, then of the next
+    thousand, and so on; a query with fewer matches is simply ranked. Titles rank with the
+    first window. A window is the pk range ``[low, top)``; finding its ``low`` walks the
+    user's matches newest first (FTS5 in rowid order; PostgreSQL a backward pk scan or GIN)."""
+
+    def __init__(self, conn: Connection, query: Query, user_pk: int) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect.name
+        self.matches, self.pk, self.score, params = _matches_sql(self.dialect, query)
+        self.titles, title_params = _titles_sql(self.dialect, query)
+        self.params = {**params, **title_params, "user_pk": user_pk}
+
+    def low(self, top: int | None) -> int | None:
+        """The pk of the WINDOW-th newest match below ``top``; None if there are fewer."""
+        below = f" AND {self.pk} < :w_top" if top is not None else ""
+        stmt = text(
+            f"SELECT {self.pk} AS pk {self.matches}{below}"
+            f" ORDER BY {self.pk} DESC LIMIT 1 OFFSET :w_offset"
+        )
+        found = self.conn.scalar(stmt, {**self.params, "w_top": top, "w_offset": WINDOW - 1})
+        return None if found is None else int(found)
+
+    def ranked(
+        self, top: int | None, low: int | None, after: tuple[float, int, int] | None, n: int
+    ) -> list[Any]:
+        """Up to ``n`` hits of the window ``[low, top)``, best first, after the keyset ``after``."""
+        bounds = (f" AND {self.pk} < :w_top" if top is not None else "") + (
+            f" AND {self.pk} >= :w_low" if low is not None else ""
+        )
+        hits = f"SELECT 1 AS kind, {self.pk} AS pk, {self.score} AS score {self.matches}{bounds}"
+        if top is None:
+            hits += f" UNION ALL {self.titles}"
+        where = ""
+        params = {**self.params, "w_top": top, "w_low": low, "w_limit": n}
+        if after is not None:
+            params["c_score"], params["c_kind"], params["c_pk"] = after
+            where = """WHERE score < :c_score OR (score = :c_score AND (kind > :c_kind
+                       OR (kind = :c_kind AND pk > :c_pk)))"""
+        stmt = text(
+            f"SELECT kind, pk, score FROM ({hits}) hits {where}"
+            " ORDER BY score DESC, kind, pk LIMIT :w_limit"
+        )
+        return list(self.conn.execute(stmt, params).all())
+
+
 def _fingerprint(q: str) -> str:
     return hashlib.sha256(q.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
-def _encode_cursor(q: str, score: float, kind: int, pk: int) -> str:
-    raw = json.dumps([_fingerprint(q), score, kind, pk]).encode()
+def _encode_cursor(q: str, top: int | None, score: float, kind: int, pk: int) -> str:
+    raw = json.dumps([_fingerprint(q), top, score, kind, pk]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(q: str, cursor: str) -> tuple[float, int, int]:
+def _decode_cursor(q: str, cursor: str) -> tuple[int | None, tuple[float, int, int]]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        fingerprint, score, kind, pk = json.loads(base64.urlsafe_b64decode(padded))
+        fingerprint, top, score, kind, pk = json.loads(base64.urlsafe_b64decode(padded))
         if fingerprint != _fingerprint(q) or kind not in (_TITLE, _MESSAGE):
             raise ValueError("another query's cursor")
         if not isinstance(score, float | int) or not 0 <= int(pk) < 2**63:
             raise ValueError("out of range")
-        return float(score), int(kind), int(pk)
+        if top is not None and not 0 <= int(top) < 2**63:
+            raise ValueError("out of range")
+        return (None if top is None else int(top)), (float(score), int(kind), int(pk))
     except (ValueError, TypeError, OverflowError, UnicodeDecodeError) as exc:
         raise Invalid(
             "cursor is not one this server gave out for this query", field="cursor"
@@ -103,34 +167,34 @@ def _decode_cursor(q: str, cursor: str) -> tuple[float, int, int]:
 def search(
     conn: Connection, *, user_pk: int, q: str, limit: int, cursor: str | None = None
 ) -> dict[str, Any]:
-    """Best first: bm25 (SQLite) or ts_rank (PostgreSQL), then titles before messages, then pk;
-    ``next_cursor`` continues after the last hit of this page (a keyset, not an offset)."""
+    """Best first: bm25 (SQLite) or ts_rank (PostgreSQL), then titles before messages, then pk,
+    within windows of the newest matches (``_Window``); ``next_cursor`` continues after the last
+    hit of this page (a keyset: the window and the hit, not an offset)."""
     query = parse(q)
-    hits_sql, params = _hits_sql(conn.dialect.name, query)
-    params |= {"user_pk": user_pk, "search_limit": limit + 1}
-    after = ""
-    if cursor:
-        params["c_score"], params["c_kind"], params["c_pk"] = _decode_cursor(q, cursor)
-        after = """WHERE score < :c_score OR (score = :c_score AND (kind > :c_kind
-                   OR (kind = :c_kind AND pk > :c_pk)))"""
-    stmt = text(
-        f"SELECT kind, pk, score FROM ({hits_sql}) hits {after}"
-        " ORDER BY score DESC, kind, pk LIMIT :search_limit"
-    )
-    ranked = conn.execute(stmt, params).all()
+    window = _Window(conn, query, user_pk)
+    top, after = _decode_cursor(q, cursor) if cursor else (None, None)
+    ranked: list[tuple[int | None, Any]] = []
+    while len(ranked) <= limit:
+        low = window.low(top)
+        ranked += [(top, row) for row in window.ranked(top, low, after, limit + 1 - len(ranked))]
+        if low is None:
+            break
+        top, after = low, None
     page, more = ranked[:limit], len(ranked) > limit
-    details = _details(conn, [(r.kind, r.pk) for r in page])
+    details = _details(conn, [(r.kind, r.pk) for _, r in page])
     words = query.folded_words()
     hits = []
-    for row in page:
+    for _, row in page:
         found = details.get((row.kind, row.pk))
         if found is None:  # deleted between the two statements
             continue
         body, hit = found
         shown, spans = snippet(body, words)
         hits.append({**hit, "snippet": shown, "highlights": spans, "score": float(row.score)})
-    last = page[-1] if page else None
-    next_cursor = _encode_cursor(q, last.score, last.kind, last.pk) if more and last else None
+    next_cursor = None
+    if more and page:
+        last_top, last = page[-1]
+        next_cursor = _encode_cursor(q, last_top, last.score, last.kind, last.pk)
     return {"hits": hits, "next_cursor": next_cursor}
 
 
