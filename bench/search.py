@@ -58,6 +58,15 @@ QUERIES = {
     "OR": "quokka or marmalade",
     "no match": "xylophonist",
 }
+LISTED = {"sidebar list, word in 10 %": "window", "sidebar list, title substring": "chat 12"}
+
+
+def _cases() -> dict[str, tuple[str, str]]:
+    """Each timed request: (path, q)."""
+    cases = {case: ("/api/search", q) for case, q in QUERIES.items()}
+    return cases | {case: ("/api/sessions", q) for case, q in LISTED.items()}
+
+
 APPEND_PLAIN, APPEND_INDEXED = "append, no index", "append, indexed"
 FINISH_PLAIN, FINISH_INDEXED = "reply finished, no index", "reply finished, indexed"
 
@@ -143,14 +152,14 @@ async def run(ctx: Context) -> list[Result]:
         await settle(db)
         async with serve(url, ctx.workdir, user) as srv:
 
-            def query(case: str, q: str) -> Callable[[], Awaitable[dict[str, float]]]:
+            def query(case: str, path: str, q: str) -> Callable[[], Awaitable[dict[str, float]]]:
                 async def op() -> dict[str, float]:
-                    seconds = await srv.call("GET", "/api/search", 200, params={"q": q})
+                    seconds = await srv.call("GET", path, 200, params={"q": q})
                     return {f"{case} (server)": seconds}
 
                 return op
 
-            ops = {case: query(case, q) for case, q in QUERIES.items()}
+            ops = {case: query(case, path, q) for case, (path, q) in _cases().items()}
             samples = await interleaved(ops, n=n, warmup=warmup)
     finally:
         await db.dispose()
@@ -248,8 +257,8 @@ def report(
     total: int,
 ) -> list[Result]:
     rows = Rows(NAME, ctx.db)
-    for case, q in QUERIES.items():
-        note = f"q={q}; {total:,} messages"
+    for case, (path, q) in _cases().items():
+        note = f"{path}?q={q}; {total:,} messages"
         rows.add(f"{case} (server)", searches[f"{case} (server)"], layer="server", note=note,
                  targets=[TimeBelow(50, source="issue 10")])  # fmt: skip
         rows.add(f"{case} (round trip)", searches[case], layer="http", vs=f"{case} (server)")

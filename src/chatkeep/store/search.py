@@ -27,6 +27,7 @@ M = table(Message)
 _TITLE, _MESSAGE = 0, 1  # hit kinds, in the order ties are broken
 _LANGUAGE_LOCK_KEY = 0x636B_736C  # "cksl"
 WINDOW = 1000  # matches ranked together; see _Window
+LIST_MATCHES = 5000  # newest matching messages whose chats GET /api/sessions?q= lists
 
 
 def is_search_object(name: str | None) -> bool:
@@ -252,26 +253,33 @@ def content_text(content: Any) -> str:
 
 
 def sessions_matching(dialect: str, user_pk: int, q: str) -> TextualSelect | None:
-    """The pks of the user's chats whose title or any message matches ``q`` (for
-    ``GET /api/sessions?q=``), or None when ``q`` has no word to search for."""
+    """The pks of the user's chats whose title matches ``q`` or that hold one of its
+    ``LIST_MATCHES`` newest matching messages (for ``GET /api/sessions?q=``, newest chats
+    first, asked at every keystroke: bounded like a search page), or None when ``q`` has no
+    word to search for."""
     try:
         query = parse(q)
     except InvalidQuery:
         return None
     if dialect == "sqlite":
-        sql = """SELECT m.session_pk AS pk FROM search_messages
-                 JOIN messages m ON m.pk = search_messages.rowid
-                 WHERE search_messages MATCH :search_match AND m.user_pk = :search_user
+        sql = """SELECT pk FROM (SELECT m.session_pk AS pk FROM search_messages
+                   JOIN messages m ON m.pk = search_messages.rowid
+                   WHERE search_messages MATCH :search_match AND m.user_pk = :search_user
+                   ORDER BY search_messages.rowid DESC LIMIT :search_list)
                  UNION SELECT rowid FROM search_titles WHERE search_titles MATCH :search_match"""
         params: dict[str, Any] = {"search_match": query.fts5()}
     else:
         tsquery, params = _pg_tsquery(query)
-        sql = f"""SELECT m.session_pk AS pk FROM messages m, (SELECT {tsquery} AS q) q
-                  WHERE m.user_pk = :search_user AND m.search_tsv @@ q.q
+        sql = f"""SELECT pk FROM (SELECT m.session_pk AS pk FROM messages m,
+                    (SELECT {tsquery} AS q) q
+                    WHERE m.user_pk = :search_user AND m.search_tsv @@ q.q
+                    ORDER BY m.pk DESC LIMIT :search_list) newest
                   UNION SELECT s.pk FROM sessions s, (SELECT {tsquery} AS q) q
                   WHERE s.user_pk = :search_user AND s.search_tsv @@ q.q"""
     clause: TextClause = text(sql).bindparams(
-        *(bindparam(k, v) for k, v in params.items()), bindparam("search_user", user_pk)
+        *(bindparam(k, v) for k, v in params.items()),
+        bindparam("search_user", user_pk),
+        bindparam("search_list", LIST_MATCHES),
     )
     return clause.columns(pk=Integer)
 

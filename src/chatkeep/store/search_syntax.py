@@ -4,7 +4,8 @@ Syntax (PostgreSQL's ``websearch_to_tsquery``): every word must match, ``"a phra
 words in order, ``-word`` and ``-"a phrase"`` exclude, ``or`` between two terms matches either.
 Anything else (colons, brackets, ``NEAR``, ``*``, stray quotes) is not syntax but a separator, so
 user input can never be FTS5 or tsquery syntax (G8). The parsed query is written back out as an
-FTS5 MATCH expression of quoted strings, or as a clean ``websearch_to_tsquery`` input.
+FTS5 MATCH expression of quoted strings (here), or as tsquery functions of bound words
+(``store/search.py``).
 """
 
 from __future__ import annotations
@@ -37,9 +38,6 @@ class Term:
     def fts5(self) -> str:
         return '"' + " ".join(self.words).replace('"', '""') + '"'
 
-    def websearch(self) -> str:
-        return '"' + " ".join(self.words) + '"' if len(self.words) > 1 else self.words[0]
-
 
 @dataclass(frozen=True)
 class Query:
@@ -49,10 +47,6 @@ class Query:
     def fts5(self) -> str:
         match = " AND ".join("(" + " OR ".join(t.fts5() for t in g) + ")" for g in self.groups)
         return "".join([f"({match})", *(f" NOT {t.fts5()}" for t in self.excluded)])
-
-    def websearch(self) -> str:
-        parts = [" or ".join(t.websearch() for t in g) for g in self.groups]
-        return " ".join(parts + ["-" + t.websearch() for t in self.excluded])
 
     def folded_words(self) -> frozenset[str]:
         """The words a hit is highlighted at."""
