@@ -149,17 +149,17 @@ async def test_renamed_chat_is_found_by_its_new_title(api: httpx.AsyncClient) ->
 async def test_sessions_q_matches_titles_and_content(api: httpx.AsyncClient) -> None:
     """``GET /api/sessions?q=`` finds a chat whose messages mention the word (issue 10), and
     still a title by the part typed so far."""
-    by_content, _ = await chat(api, "holiday", "we flew to zanzibar in may")
-    by_title, _ = await chat(api, "Zanzibar photos", "pictures")
-    await chat(api, "other", "nothing")
+    by_content, _ = await chat(api, "holiday", "we flew to lamu in may")
+    by_title, _ = await chat(api, "Lamu photos", "pictures")
+    await chat(api, "other", "unrelated")
 
     async def listed(q: str) -> set[str]:
         response = await api.get("/api/sessions", params={"q": q})
         assert response.status_code == 200, response.text
         return {s["id"] for s in response.json()["sessions"]}
 
-    assert await listed("zanzibar") == {by_content, by_title}
-    assert await listed("ZANZ") == {by_title}
+    assert await listed("lamu") == {by_content, by_title}
+    assert await listed("LAM") == {by_title}
     assert await listed("flew -may") == set()
     assert await listed("-") == set()
 
@@ -207,7 +207,7 @@ hostile = st.lists(st.one_of(fts_syntax, words), max_size=12).map("".join)
 
 
 @settings(
-    max_examples=60,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
