@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     upstream_timeout_s: float = 120.0
     title_from_model: bool = False
 
+    # Full-text search (docs/search.md): a PostgreSQL text search configuration; 'simple'
+    # stems nothing, as SQLite's unicode61 does, so both databases find the same words.
+    search_language: str = Field(default="simple", pattern=r"^[a-z_]{1,63}$")
+
     # Turns.
     checkpoint_interval_s: float = Field(default=0.25, le=0.25)
     lease_ttl_s: float = 10.0

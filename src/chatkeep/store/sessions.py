@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Row, bindparam, delete, func, or_, select, up
 from sqlalchemy.dialects import postgresql, sqlite
 
 from chatkeep.problems import Gone, IdempotencyConflict, Invalid, InvalidParent, NotFound
+from chatkeep.store import search
 from chatkeep.store.hashing import request_hash
 from chatkeep.store.tables import ChatSession, Message, table, utcnow
 
@@ -143,7 +144,10 @@ def list_sessions(
         # Case-insensitive beyond ASCII: an ICU collation on PostgreSQL (a C-locale database
         # folds only A-Z), and Python's str.lower as SQLite's lower() (see engine.py).
         title = S.c.title.collate("und-x-icu") if conn.dialect.name == "postgresql" else S.c.title
-        stmt = stmt.where(func.lower(title).contains(q.lower(), autoescape=True))
+        in_title = func.lower(title).contains(q.lower(), autoescape=True)
+        # Titles by substring (as typed so far), titles and message text by word (issue 10).
+        by_word = search.sessions_matching(conn.dialect.name, user_pk, q)
+        stmt = stmt.where(in_title if by_word is None else or_(in_title, S.c.pk.in_(by_word)))
     if cursor:
         after_stamp, after_pk = _decode_cursor(cursor)
         # The leading ``<=`` bounds the index range scan; the OR alone would be a filter.
