@@ -128,7 +128,8 @@ class TurnManager:
             wanted = model or session_model or (session_fields or {}).get("model")
             provider, model_id = self.providers.resolve(wanted)
             resolved.update(provider=provider, model=model_id)
-            return model_id
+            # Stored as listed (provider:model with several providers), so it keeps its provider.
+            return self.providers.public_id(provider.name, model_id)
 
         async def work(conn: AsyncConnection) -> tuple[Turn, list[dict[str, Any]] | None]:
             if blobs:

@@ -11,9 +11,8 @@ from sse_starlette import EventSourceResponse
 from chatkeep import metrics
 from chatkeep.api.deps import CurrentUser, DbDep, MessageId, SessionId, SettingsDep
 from chatkeep.api.routes.messages import new_message
-from chatkeep.api.schemas import MessageCreate, MessagePublic, ModelsList, TurnCreate
+from chatkeep.api.schemas import MessageCreate, MessagePublic, TurnCreate
 from chatkeep.problems import NotFound
-from chatkeep.providers.registry import UnknownModel
 from chatkeep.store.messages import find_message, message_public
 from chatkeep.store.replies import in_flight
 from chatkeep.store.sessions import live_session
@@ -40,10 +39,12 @@ def manager(request: Request) -> TurnManager:
     return turns
 
 
-def sse(events: AsyncIterator[dict[str, Any]]) -> EventSourceResponse:
-    # A comment line every 15 s keeps proxies from closing an idle stream (SPEC 9).
+def sse(events: AsyncIterator[dict[str, Any]], request: Request) -> EventSourceResponse:
+    # A comment line every 15 s keeps proxies from closing an idle stream (SPEC 9), also while
+    # a local model takes minutes to its first token (issue 8, item 5).
+    ping = request.app.state.settings.sse_keepalive_s
     return EventSourceResponse(
-        events, ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        events, ping=ping, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
 
 
@@ -97,7 +98,7 @@ async def post_turn(
         ):
             yield item
 
-    return sse(events())
+    return sse(events(), request)
 
 
 @router.get(
@@ -145,7 +146,7 @@ async def attach(
         ):
             yield item
 
-    return sse(events())
+    return sse(events(), request)
 
 
 @router.post("/sessions/{session_id}/messages/{message_id}/cancel", response_model=MessagePublic)
@@ -156,20 +157,3 @@ async def cancel(
     return await manager(request).cancel(
         user_pk=user.user_pk, session_id=str(session_id), reply_id=str(message_id)
     )
-
-
-@router.get("/models", response_model=ModelsList)
-async def list_models(request: Request, user: CurrentUser) -> dict[str, Any]:
-    providers = manager(request).providers
-    models = await providers.list_models()
-    try:
-        default: str | None = providers.resolve(None)[1]
-    except UnknownModel:
-        default = None
-    return {
-        "models": [
-            {"id": m.id, "provider": m.provider, "name": m.name, "is_demo": m.is_demo}
-            for m in models
-        ],
-        "default": default,
-    }
