@@ -186,9 +186,7 @@ class OpenAICompatProvider:
             self._failed(error)
         raise error
 
-    async def _read(
-        self, response: httpx.Response, deadline: float
-    ) -> AsyncGenerator[Chunk, None]:
+    async def _read(self, response: httpx.Response, deadline: float) -> AsyncGenerator[Chunk, None]:
         events = EventSource(response).aiter_sse()
         think = ThinkSplitter()
         finish: str | None = None
