@@ -28,6 +28,29 @@ CANCELLED, SESSION_DELETED, INTERRUPTED = "cancelled", "session_deleted", "inter
 
 
 @dataclass
+class Thinking:
+    """How long the model thought: from its first reasoning to its first answer text, shown
+    as "Thought for 12 s" (issue 8, item 4)."""
+
+    started: float | None = None
+    ended: float | None = None
+
+    def add(self, reasoning: str) -> None:
+        if self.started is None:
+            self.started = time.perf_counter()
+
+    def answer_started(self) -> None:
+        if self.started is not None and self.ended is None:
+            self.ended = time.perf_counter()
+
+    @property
+    def ms(self) -> int | None:
+        if self.started is None:
+            return None
+        return round(((self.ended or time.perf_counter()) - self.started) * 1000)
+
+
+@dataclass
 class Generation:
     turn: Turn
     provider: Provider
@@ -39,6 +62,7 @@ class Generation:
     # Once the upstream is done, the final write must not be cancelled half-way.
     finishing: bool = False
     started_at: float = field(default_factory=time.perf_counter)
+    thinking: Thinking = field(default_factory=lambda: Thinking())
 
     @property
     def reply_id(self) -> str:
@@ -64,11 +88,16 @@ async def run(gen: Generation, writer: CheckpointWriter, on_lost: Callable[[], N
     try:
         first = True
         async for chunk in gen.provider.stream_chat(model=gen.model, messages=gen.prompt):
-            if chunk.text:
+            if chunk.text or chunk.reasoning:
                 if first:
                     metrics.TTFT_SECONDS.observe(time.perf_counter() - gen.started_at)
                     first = False
-                gen.relay.append(chunk.text)
+                if chunk.reasoning:
+                    gen.thinking.add(chunk.reasoning)
+                    gen.relay.append_reasoning(chunk.reasoning)
+                if chunk.text:
+                    gen.thinking.answer_started()
+                    gen.relay.append(chunk.text)
                 writer.mark_dirty(pk)
             usage = chunk.usage or usage
     except asyncio.CancelledError:

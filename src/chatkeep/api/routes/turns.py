@@ -17,18 +17,21 @@ from chatkeep.store.messages import find_message, message_public
 from chatkeep.store.replies import in_flight
 from chatkeep.store.sessions import live_session
 from chatkeep.turns.manager import (
+    Resume,
     TurnManager,
     derived_reply_id,
     event,
     final_event,
     parse_last_event_id,
+    stored_deltas,
 )
 
 router = APIRouter(prefix="/api", tags=["turns"])
 STREAM_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {"text/event-stream": {}},
-        "description": "Events: message, start, delta (id <reply_id>:<offset>), done | error.",
+        "description": "Events: message, start, reasoning and delta (id <reply_id>:<offset>, or"
+        " <reply_id>:r<reasoning offset>:<offset> once there is reasoning), done | error.",
     }
 }
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID")]
@@ -84,17 +87,18 @@ async def post_turn(
     )
     turn = started.turn
     metrics.WRITES.labels(resource="turn", outcome="created" if turn.created else "replayed").inc()
-    offset = parse_last_event_id(last_event_id, reply_id)
+    resume = parse_last_event_id(last_event_id, reply_id)
 
     async def events() -> AsyncIterator[dict[str, Any]]:
-        if offset is None:
+        if resume is None:
             yield event("message", turn.user_message)
             yield event("start", started_reply(turn.reply))
         async for item in manager(request).follow(
             reply_pk=turn.reply_pk,
             reply_id=reply_id,
             session_id=str(session_id),
-            offset=offset or 0,
+            offset=resume.text if resume else 0,
+            reasoning=resume.reasoning if resume else 0,
         ):
             yield item
 
@@ -121,6 +125,9 @@ async def attach(
             " (for clients that cannot set Last-Event-ID).",
         ),
     ] = None,
+    reasoning_offset: Annotated[
+        int | None, Query(ge=0, description="Resume after this many characters of reasoning.")
+    ] = None,
 ) -> EventSourceResponse:
     """Attach to a reply: live while it streams, or its stored text once finished (G6)."""
     async with db.read() as conn:
@@ -130,19 +137,22 @@ async def attach(
         raise NotFound(f"no message {message_id} in this session")
     reply = message_public(row, str(session_id))
     resume = parse_last_event_id(last_event_id, str(message_id))
-    start = resume if resume is not None else (offset or 0)
+    start = resume or Resume(offset or 0, reasoning_offset or 0)
 
     async def events() -> AsyncIterator[dict[str, Any]]:
-        if resume is None and offset is None:
+        if resume is None and offset is None and reasoning_offset is None:
             yield event("start", started_reply(reply))
         if not in_flight(row):
-            text = reply["content"] if isinstance(reply["content"], str) else ""
-            if len(text) > start:
-                yield event("delta", {"text": text[start:]}, f"{message_id}:{len(text)}")
+            for delta in stored_deltas(reply, start.text, start.reasoning):
+                yield delta
             yield final_event(reply)
             return
         async for item in manager(request).follow(
-            reply_pk=row.pk, reply_id=str(message_id), session_id=str(session_id), offset=start
+            reply_pk=row.pk,
+            reply_id=str(message_id),
+            session_id=str(session_id),
+            offset=start.text,
+            reasoning=start.reasoning,
         ):
             yield item
 
