@@ -1,7 +1,8 @@
 """A fake OpenAI-compatible model server: real HTTP on loopback, real SSE, faults on demand.
 
-It serves ``POST /v1/chat/completions`` (streamed or not), ``GET /v1/models`` and Ollama's
-``GET /api/tags``; ``Knobs`` lists what can be tuned, ``Stats`` what it counts.
+It serves ``POST /v1/chat/completions`` (streamed or not), ``GET /v1/models``, Ollama's
+``GET /api/tags`` and Anthropic's ``POST /v1/messages`` (streamed, with thinking blocks);
+``Knobs`` lists what can be tuned, ``Stats`` what it counts.
 Tests use it in-thread::
 
     with run_fake_upstream() as fake:
@@ -28,7 +29,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -37,7 +38,7 @@ import anyio
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -260,6 +261,46 @@ class _ChatStream(Response):
         return "completed"
 
 
+def _anthropic_sse(kind: str, payload: dict[str, Any]) -> bytes:
+    data = json.dumps({"type": kind, **payload}, separators=(",", ":"))
+    return f"event: {kind}\ndata: {data}\n\n".encode()
+
+
+async def _anthropic_events(
+    state: FakeState, knobs: Knobs, body: dict[str, Any], text: str
+) -> AsyncIterator[bytes]:
+    state.bump("active")
+    outcome = "abandoned"
+    try:
+        usage = {"input_tokens": _usage(body, 0)["prompt_tokens"], "output_tokens": 1}
+        message = {"id": "msg_fake", "type": "message", "role": "assistant", "content": []}
+        message.update(model=body.get("model"), stop_reason=None, stop_sequence=None, usage=usage)
+        yield _anthropic_sse("message_start", {"message": message})
+        if knobs.ttft_s:
+            await anyio.sleep(knobs.ttft_s)
+        size, index, sent = max(1, knobs.chunk_chars), 0, 0
+        blocks = [("thinking", knobs.reasoning or ""), ("text", text)]
+        for kind, whole in blocks:
+            if not whole:
+                continue
+            start = {"type": kind, kind: ""} | ({"signature": ""} if kind == "thinking" else {})
+            yield _anthropic_sse("content_block_start", {"index": index, "content_block": start})
+            for i in range(0, len(whole), size):
+                if sent and knobs.token_interval_s:
+                    await anyio.sleep(knobs.token_interval_s)
+                delta = {"type": f"{kind}_delta", kind: whole[i : i + size]}
+                yield _anthropic_sse("content_block_delta", {"index": index, "delta": delta})
+                sent += 1
+            yield _anthropic_sse("content_block_stop", {"index": index})
+            index += 1
+        end = {"delta": {"stop_reason": "end_turn", "stop_sequence": None}}
+        yield _anthropic_sse("message_delta", {**end, "usage": {"output_tokens": sent}})
+        yield _anthropic_sse("message_stop", {})
+        outcome = "completed"
+    finally:
+        state.end_stream(outcome)
+
+
 def _chunk_framing(head: dict[str, Any]) -> tuple[bytes, bytes]:
     """The bytes around a chunk's content, built once per stream instead of once per token."""
     marker = "\x00"
@@ -289,7 +330,8 @@ def _error(status: int) -> JSONResponse:
 def _unauthorized(knobs: Knobs, request: Request) -> JSONResponse | None:
     if knobs.require_key is None:
         return None
-    given = request.headers.get("authorization", "").removeprefix("Bearer ")
+    given = request.headers.get("x-api-key") or request.headers.get("authorization", "")
+    given = given.removeprefix("Bearer ")
     if given == knobs.require_key:
         return None
     message = f"Incorrect API key provided: {given or '(none)'}"
@@ -363,6 +405,23 @@ def create_app(state: FakeState) -> Starlette:
             }
         )
 
+    async def messages(request: Request) -> Response:
+        """Anthropic's Messages API, streamed: thinking (the reasoning knob), then text."""
+        body = await request.json()
+        knobs, fail = state.record(body)
+        refusal = _refusal(knobs, request, body)
+        if refusal is not None:
+            state.bump("rejected")
+            return refusal
+        if fail:
+            state.bump("failed")
+            assert knobs.fail_status is not None
+            return _error(knobs.fail_status)
+        text = knobs.reply if knobs.reply is not None else default_reply(body["messages"])
+        return StreamingResponse(
+            _anthropic_events(state, knobs, body, text), media_type="text/event-stream"
+        )
+
     async def models(request: Request) -> Response:
         state.bump("models_requests")
         if (unauthorized := _unauthorized(state.knobs, request)) is not None:
@@ -410,6 +469,7 @@ def create_app(state: FakeState) -> Starlette:
     return Starlette(
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/messages", messages, methods=["POST"]),
             Route("/v1/models", models),
             Route("/api/tags", tags),
             Route("/_control", control, methods=["POST"]),
