@@ -36,7 +36,7 @@ export function newChat({ push = true } = {}) {
   state.sessionId = null;
   state.notice = null;
   setLocation(null, push);
-  selectModel(state.defaultModel);
+  selectModel(lastUsedModel(state.models) || state.defaultModel);
   sidebar.setActive(null);
   changed();
   $("input").focus();
