@@ -120,6 +120,10 @@ class MessagePublic(BaseModel):
     status: Status
     error: dict[str, Any] | None
     usage: dict[str, Any] | None
+    reasoning: str | None = Field(
+        default=None, description="A reasoning model's thinking, apart from the content."
+    )
+    reasoning_ms: int | None = Field(default=None, description="How long the model thought.")
     created_at: datetime
     updated_at: datetime
 

@@ -75,15 +75,20 @@ class Generation:
         if self.task is not None and not self.task.done() and not self.finishing:
             self.task.cancel()
 
+    def thought(self) -> dict[str, Any]:
+        """The reply's reasoning fields as stored: none unless the model reasoned."""
+        reasoning = self.relay.reasoning
+        return {"reasoning": reasoning or None, "reasoning_ms": self.thinking.ms}
+
     def _reply(self, **changes: Any) -> dict[str, Any]:
-        return {**self.turn.reply, "content": self.relay.text, **changes}
+        return {**self.turn.reply, "content": self.relay.text, **self.thought(), **changes}
 
 
 async def run(gen: Generation, writer: CheckpointWriter, on_lost: Callable[[], None]) -> None:
     """``on_lost`` is called when the reply stops being ours to write (cancelled or deleted in
     another process, or reaped); it finds out which and calls ``gen.stop``."""
     pk = gen.turn.reply_pk
-    writer.track(pk, lambda: gen.relay.text, on_lost)
+    writer.track(pk, lambda: gen.relay.text, on_lost, reasoning=lambda: gen.relay.reasoning)
     usage: dict[str, Any] | None = None
     try:
         first = True
@@ -111,11 +116,15 @@ async def run(gen: Generation, writer: CheckpointWriter, on_lost: Callable[[], N
         error = {"code": "internal_error", "message": "the reply could not be generated"}
     else:
         gen.finishing = True
-        row = await writer.finish(pk, content=gen.relay.text, status="complete", usage=usage)
+        row = await writer.finish(
+            pk, content=gen.relay.text, status="complete", usage=usage, **gen.thought()
+        )
         _close(gen, "complete", row, None)
         return
     gen.finishing = True
-    row = await writer.finish(pk, content=gen.relay.text, status="error", error=error)
+    row = await writer.finish(
+        pk, content=gen.relay.text, status="error", error=error, **gen.thought()
+    )
     _close(gen, "error", row, error)
 
 
@@ -126,7 +135,9 @@ async def _finish_stopped(gen: Generation, writer: CheckpointWriter) -> None:
         _close(gen, CANCELLED, None, {"code": SESSION_DELETED, "message": "Session was deleted"})
         return
     # Cancelled keeps the text it has; interrupted (shutdown, lost lease) keeps it too.
-    row = await writer.finish(gen.turn.reply_pk, content=gen.relay.text, status=reason)
+    row = await writer.finish(
+        gen.turn.reply_pk, content=gen.relay.text, status=reason, **gen.thought()
+    )
     message = "Stopped" if reason == CANCELLED else "The reply was interrupted"
     _close(gen, reason, row, {"code": reason, "message": message})
 

@@ -55,7 +55,8 @@ def sse(events: AsyncIterator[dict[str, Any]], request: Request) -> EventSourceR
 def started_reply(reply: dict[str, Any]) -> dict[str, Any]:
     """The reply as it was when it started (SPEC 4: ``start`` carries status "streaming"),
     also when a replay or an attach finds it already finished; ``done``/``error`` follow."""
-    return {**reply, "content": "", "status": "streaming", "error": None, "usage": None}
+    blank = {"content": "", "status": "streaming", "error": None, "usage": None}
+    return {**reply, **blank, "reasoning": None, "reasoning_ms": None}
 
 
 @router.post("/sessions/{session_id}/turns", responses=STREAM_DOC, response_model=None)
