@@ -21,6 +21,7 @@ from turnkit import (
     turn_body,
 )
 
+from chatkeep.turns.context import alternating
 from support.factories import new_id
 from support.fake_upstream import FakeUpstream
 from support.server import free_port
@@ -199,3 +200,29 @@ async def test_the_default_model_skips_embedding_and_image_models(
         assert kinds["text-embedding-3-small"] == "embedding" and kinds["dall-e-3"] == "image"
         events = await send_turn(api, new_id(), turn_body("which?", session={}))
         assert events[-1].event == "done" and fake.requests[-1]["model"] == "fake-model-mini"
+
+
+def test_prompt_roles_alternate_whatever_the_path_holds() -> None:
+    """Issue 8, item 2, on the pure function: system messages first as one, an assistant
+    greeting before any user message left out, same-role neighbours merged (text or parts)."""
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    path: list[dict[str, Any]] = [
+        {"role": "assistant", "content": "Hi, I am the imported greeting."},
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "one"},
+        {"role": "user", "content": [{"type": "text", "text": "two"}, image]},
+        {"role": "assistant", "content": "partial answer"},
+        {"role": "system", "content": "Answer in French."},
+        {"role": "assistant", "content": "more"},
+        {"role": "user", "content": "three"},
+    ]
+    assert alternating(path) == [
+        {"role": "system", "content": "Be brief.\n\nAnswer in French."},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}, image],
+        },
+        {"role": "assistant", "content": "partial answer\n\nmore"},
+        {"role": "user", "content": "three"},
+    ]
+    assert alternating([{"role": "user", "content": "x"}]) == [{"role": "user", "content": "x"}]

@@ -64,17 +64,21 @@ class AnthropicProvider:
         self._listed: list[ModelInfo] = []
 
     async def list_models(self) -> list[ModelInfo]:
-        if self.health.due:
-            try:
-                ids = [m.id async for m in self._client.models.list(timeout=LISTING_TIMEOUT_S)]
-            except anthropic.APIError as exc:
-                self._failed(self._error(exc, streaming=False))
-            else:
-                self.health.ok()
-                self._listed = [ModelInfo(id=i, provider=self.name, name=i) for i in ids]
+        async with self.health.lock:  # concurrent page loads ask the upstream once
+            if self.health.due:
+                await self._check()
         if self._allowed:
             return [ModelInfo(id=m, provider=self.name, name=m) for m in self._allowed]
         return list(self._listed)
+
+    async def _check(self) -> None:
+        try:
+            ids = [m.id async for m in self._client.models.list(timeout=LISTING_TIMEOUT_S)]
+        except anthropic.APIError as exc:
+            self._failed(self._error(exc, streaming=False))
+        else:
+            self.health.ok()
+            self._listed = [ModelInfo(id=i, provider=self.name, name=i) for i in ids]
 
     def _failed(self, exc: ProviderError) -> None:
         state = _STATES.get(exc.code, "error")
@@ -100,7 +104,7 @@ class AnthropicProvider:
             if error.code in _STATES:
                 self._failed(error)
             raise error from exc
-        self.health.ok()
+        self.health.answered()
         usage: dict[str, Any] = {}
         finish: str | None = None
         started = False

@@ -8,6 +8,7 @@ back is picked up without a restart, and one that stays down is not hammered.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,15 +34,27 @@ class Health:
         self.status = Status("unknown")
         self._failures = 0
         self._next_check = 0.0  # monotonic; 0: check at the first chance
+        # Held while the upstream is asked, so that concurrent page loads ask it once.
+        self.lock = asyncio.Lock()
 
     @property
     def due(self) -> bool:
         return time.monotonic() >= self._next_check
 
     def ok(self) -> None:
+        """A listing succeeded: fine until the next check, a minute from now."""
         self._failures = 0
         self._next_check = time.monotonic() + self.ok_ttl_s
         self.status = Status("ok", "", datetime.now(UTC))
+
+    def answered(self) -> None:
+        """A chat request succeeded. It does not postpone the next listing (new models must
+        still show up while turns flow); after a failure it makes that listing due now, since
+        the models it saw last may be out of date."""
+        if self.status.state != "ok":
+            self._failures = 0
+            self._next_check = 0.0
+            self.status = Status("ok", "", datetime.now(UTC))
 
     def failed(self, state: State, message: str) -> None:
         """Exponential backoff between re-checks: min, 2 min, 4 min ... up to max."""

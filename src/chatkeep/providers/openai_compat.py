@@ -84,21 +84,25 @@ class OpenAICompatProvider:
     async def list_models(self) -> list[ModelInfo]:
         """The allow-list if there is one, else the endpoint's listing; either way the
         endpoint is asked (when its health is due) so that its state is known."""
-        if self.health.due:
-            try:
-                try:
-                    entries = await self._fetch_models()
-                except (KeyError, TypeError) as exc:
-                    raise ProviderError("upstream_error", f"{self.name}: odd model list") from exc
-            except ProviderError as exc:
-                self._failed(exc)
-            else:
-                self.health.ok()
-                self._listed = [self._info(e) for e in entries]
+        async with self.health.lock:
+            if self.health.due:
+                await self._check()
         if self._allowed:
             kinds = {m.id: m.kind for m in self._listed}
             return [self._info({"id": m}, kinds.get(m)) for m in self._allowed]
         return list(self._listed)
+
+    async def _check(self) -> None:
+        try:
+            try:
+                entries = await self._fetch_models()
+            except (KeyError, TypeError) as exc:
+                raise ProviderError("upstream_error", f"{self.name}: odd model list") from exc
+        except ProviderError as exc:
+            self._failed(exc)
+        else:
+            self.health.ok()
+            self._listed = [self._info(e) for e in entries]
 
     async def _fetch_models(self) -> list[dict[str, Any]]:
         body = await self._get_json("models")
@@ -163,7 +167,7 @@ class OpenAICompatProvider:
                 if response.status_code >= 400:
                     await self._refused(response)
                     continue  # only when it was the stream_options: try again without
-                self.health.ok()
+                self.health.answered()
                 async for chunk in self._read(response, deadline):
                     yield chunk
                 return
