@@ -19,7 +19,7 @@ from pydantic_settings import (
 )
 
 
-class OpenAIProvider(BaseModel):
+class ProviderConfig(BaseModel):
     """One model endpoint: OpenAI-compatible (OpenAI, vLLM, llama.cpp, LM Studio, Ollama,
     LiteLLM, ...) or Anthropic's Messages API. Keys and header values are secrets: never
     returned by an endpoint nor logged (issue 8, item 7)."""
@@ -41,6 +41,9 @@ class OpenAIProvider(BaseModel):
     idle_timeout_s: float | None = Field(
         default=None, gt=0, description="Default: upstream_timeout_s."
     )
+
+
+OpenAIProvider = ProviderConfig  # its first name, from when every provider was OpenAI-style
 
 
 class Settings(BaseSettings):
@@ -90,7 +93,7 @@ class Settings(BaseSettings):
     openai_base_url: str = ""
     openai_api_key: SecretStr = SecretStr("")
     openai_models: list[str] = Field(default_factory=list)
-    providers: list[OpenAIProvider] = Field(default_factory=list)
+    providers: list[ProviderConfig] = Field(default_factory=list)
     ollama_url: str = "http://127.0.0.1:11434"
     ollama_autodetect: bool = True
     demo_model: bool = True
@@ -136,12 +139,12 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
 
-    def all_openai_providers(self) -> list[OpenAIProvider]:
+    def all_openai_providers(self) -> list[ProviderConfig]:
         found = list(self.providers)
         if self.openai_base_url:
             found.insert(
                 0,
-                OpenAIProvider(
+                ProviderConfig(
                     name="openai",
                     base_url=self.openai_base_url,
                     api_key=self.openai_api_key,

@@ -12,7 +12,7 @@ import pytest
 from chatkeep.providers import Chunk, ProviderError, Providers
 from chatkeep.providers.anthropic import AnthropicProvider, to_anthropic
 from chatkeep.providers.health import Health
-from chatkeep.settings import OpenAIProvider, Settings
+from chatkeep.settings import ProviderConfig, Settings
 from support.fake_upstream import FakeUpstream, run_fake_upstream
 
 KEY = "sk-ant-test-0123456789"
@@ -120,7 +120,7 @@ async def test_an_anthropic_provider_from_the_settings(fake: FakeUpstream) -> No
     settings = Settings(
         demo_model=False,
         ollama_autodetect=False,
-        providers=[OpenAIProvider(name="claude", kind="anthropic", base_url=fake.url, api_key=KEY)],
+        providers=[ProviderConfig(name="claude", kind="anthropic", base_url=fake.url, api_key=KEY)],
     )
     providers = await Providers.from_settings(settings)
     try:

@@ -11,7 +11,7 @@ from chatkeep.providers.demo import DemoProvider
 from chatkeep.providers.health import Health
 from chatkeep.providers.ollama import OllamaProvider, detect
 from chatkeep.providers.openai_compat import OpenAICompatProvider
-from chatkeep.settings import OpenAIProvider, Settings
+from chatkeep.settings import ProviderConfig, Settings
 
 
 class UnknownModel(Exception):
@@ -150,7 +150,7 @@ def _health(settings: Settings) -> Health:
     )
 
 
-def _provider(config: OpenAIProvider, settings: Settings) -> Provider:
+def _provider(config: ProviderConfig, settings: Settings) -> Provider:
     first_token = config.first_token_timeout_s or settings.upstream_first_token_timeout_s
     idle = config.idle_timeout_s or settings.upstream_timeout_s
     headers = {k: v.get_secret_value() for k, v in config.headers.items()}
