@@ -6,6 +6,7 @@ first tokens are waited for; a server that refuses ``stream_options`` is asked o
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -298,3 +299,19 @@ headers = {{ "X-Gateway-Token" = "hdr-secret-value" }}
         assert {p.health.status.state for p in providers.all} == {"ok"}
     finally:
         await providers.aclose()
+
+
+def test_health_backs_off_and_a_successful_turn_does_not_postpone_the_listing() -> None:
+    health = Health(ok_ttl_s=0.05, backoff_min_s=3600, backoff_max_s=7200)
+    health.ok()
+    deadline = time.monotonic() + 5
+    while not health.due:  # the listing's minute (here 50 ms) has passed
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    health.answered()  # turns keep flowing: new models must still show up
+    assert health.due and health.status.state == "ok"
+
+    health.failed("unreachable", "down")
+    assert not health.due and health.status.state == "unreachable"
+    health.answered()  # it is back: list again now, the last-seen models may be stale
+    assert health.due and health.status.state == "ok"
