@@ -177,7 +177,8 @@ class OpenAICompatProvider:
     async def _refused(self, response: httpx.Response) -> None:
         """Raise the error of a refused request, unless it refused only the usage option."""
         text = (await response.aread()).decode(errors="replace")
-        rejects_option = response.status_code in (400, 422) and any(
+        # 400 or 422 from vLLM and llama.cpp; some servers answer 500 for an unknown field.
+        rejects_option = response.status_code not in (401, 403, 429) and any(
             word in text for word in _STREAM_OPTION_WORDS
         )
         if self.sends_usage_option and rejects_option:
