@@ -7,10 +7,12 @@ it is checkpointed while it streams, and one ``Last-Event-ID`` resumes text and 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import httpx
 import pytest
 from turnkit import (
+    TurnStack,
     eventually,
     get_session,
     open_turn,
@@ -136,3 +138,25 @@ async def test_one_last_event_id_resumes_text_and_reasoning_exactly(
         after = await old.rest()
     assert delta_text(after) == (ANSWER * 3)[5:] and reasoning_text(after) == THOUGHT * 2
     assert fake.stats().chat_requests == 1
+
+
+async def test_an_anthropic_providers_thinking_is_the_replys_reasoning(
+    fake: FakeUpstream, start_stack: Callable[..., TurnStack]
+) -> None:
+    """Issue 8, item 7 through a whole turn: Anthropic's thinking blocks become ``reasoning``
+    events and the stored reasoning; the system-less prompt reaches its Messages API."""
+    fake.set(reply=ANSWER, reasoning=THOUGHT, chunk_chars=4, require_key="sk-ant-x1234")
+    stack = start_stack(
+        openai_base_url="",
+        default_model="",
+        providers=[
+            {"name": "claude", "kind": "anthropic", "base_url": fake.url, "api_key": "sk-ant-x1234"}
+        ],
+    )
+    async with stack.client() as api:
+        sid, body = new_id(), turn_body("hi", session={})
+        events = await send_turn(api, sid, body)
+        assert reasoning_text(events) == THOUGHT and delta_text(events) == ANSWER
+        reply = await stored(api, sid, reply_id_of(body))
+    assert (reply["reasoning"], reply["model"]) == (THOUGHT, "fake-model")
+    assert fake.requests[-1]["messages"] == [{"role": "user", "content": "hi"}]
