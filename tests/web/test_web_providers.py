@@ -53,8 +53,8 @@ def two_providers(
 
 @pytest.fixture
 def tab(new_chat: Callable[..., Chat], two_providers: WebServer, gateway: FakeUpstream) -> Chat:
-    gateway.reset()
-    gateway.set(require_key=KEY)
+    # Not reset(): for a moment it would take any key, and "bad" could be checked then.
+    gateway.set(require_key=KEY, reply=None, reasoning=None, token_interval_s=0.0, chunk_chars=4)
     chat = new_chat(two_providers)
     chat.open()
     return chat
