@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,16 +19,31 @@ from pydantic_settings import (
 )
 
 
-class OpenAIProvider(BaseModel):
-    """One OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp, LM Studio, ...)."""
+class ProviderConfig(BaseModel):
+    """One model endpoint: OpenAI-compatible (OpenAI, vLLM, llama.cpp, LM Studio, Ollama,
+    LiteLLM, ...) or Anthropic's Messages API. Keys and header values are secrets: never
+    returned by an endpoint nor logged (issue 8, item 7)."""
 
-    name: str = "openai"
+    name: str = Field(default="openai", pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Literal["openai", "anthropic"] = "openai"
     base_url: str
-    api_key: str = ""
+    api_key: SecretStr = SecretStr("")
     models: list[str] = Field(
         default_factory=list,
-        description="Model ids to offer; empty means: ask the endpoint's /models list.",
+        description="Model ids to offer (an allow-list); empty means: the endpoint's /models.",
     )
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Extra HTTP headers sent with every request."
+    )
+    first_token_timeout_s: float | None = Field(
+        default=None, gt=0, description="Default: upstream_first_token_timeout_s."
+    )
+    idle_timeout_s: float | None = Field(
+        default=None, gt=0, description="Default: upstream_timeout_s."
+    )
+
+
+OpenAIProvider = ProviderConfig  # its first name, from when every provider was OpenAI-style
 
 
 class Settings(BaseSettings):
@@ -82,14 +97,22 @@ class Settings(BaseSettings):
 
     # Model providers (G2, SPEC 7).
     openai_base_url: str = ""
-    openai_api_key: str = ""
+    openai_api_key: SecretStr = SecretStr("")
     openai_models: list[str] = Field(default_factory=list)
-    providers: list[OpenAIProvider] = Field(default_factory=list)
+    providers: list[ProviderConfig] = Field(default_factory=list)
     ollama_url: str = "http://127.0.0.1:11434"
     ollama_autodetect: bool = True
     demo_model: bool = True
     default_model: str = ""
-    upstream_timeout_s: float = 120.0
+    # Silence allowed between two tokens once a reply streams, and before its first token: a
+    # local model may queue a request or spend minutes on a long prompt (issue 8, item 5).
+    upstream_timeout_s: float = Field(default=120.0, gt=0)
+    upstream_first_token_timeout_s: float = Field(default=600.0, gt=0)
+    # A failing provider is asked again after this, doubling up to the maximum (issue 8).
+    provider_recheck_min_s: float = Field(default=2.0, gt=0)
+    provider_recheck_max_s: float = Field(default=60.0, gt=0)
+    # A comment line on an event stream this often keeps proxies from closing it (SPEC 9).
+    sse_keepalive_s: float = Field(default=15.0, gt=0)
     title_from_model: bool = False
 
     # Full-text search (docs/search.md): a PostgreSQL text search configuration; 'simple'
@@ -126,12 +149,12 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
 
-    def all_openai_providers(self) -> list[OpenAIProvider]:
+    def all_openai_providers(self) -> list[ProviderConfig]:
         found = list(self.providers)
         if self.openai_base_url:
             found.insert(
                 0,
-                OpenAIProvider(
+                ProviderConfig(
                     name="openai",
                     base_url=self.openai_base_url,
                     api_key=self.openai_api_key,

@@ -37,7 +37,9 @@ def fake() -> Iterator[FakeUpstream]:
 
 @pytest.fixture
 async def provider(fake: FakeUpstream) -> AsyncIterator[OpenAICompatProvider]:
-    upstream = OpenAICompatProvider(name="fake", base_url=fake.base_url, timeout_s=5)
+    upstream = OpenAICompatProvider(
+        name="fake", base_url=fake.base_url, first_token_timeout_s=5, idle_timeout_s=5
+    )
     yield upstream
     await upstream.aclose()
 
@@ -132,7 +134,9 @@ async def test_bad_status_maps_to_its_code_after_exactly_one_request(
 async def test_a_silent_upstream_times_out_and_is_hung_up_on(fake: FakeUpstream, knob: str) -> None:
     """hang: no response at all; ttft_s: headers, then silence longer than the timeout."""
     fake.set(**{knob: 30.0 if knob == "ttft_s" else True})
-    impatient = OpenAICompatProvider(name="fake", base_url=fake.base_url, timeout_s=0.3)
+    impatient = OpenAICompatProvider(
+        name="fake", base_url=fake.base_url, first_token_timeout_s=0.3, idle_timeout_s=0.3
+    )
     try:
         with pytest.raises(ProviderError) as caught:
             await collect(impatient)
@@ -234,15 +238,21 @@ async def test_models_are_listed_from_the_endpoint_and_cached(
     assert fake.stats().models_requests == 1
 
 
-async def test_configured_models_are_offered_without_asking_the_endpoint(
+async def test_configured_models_are_an_allow_list_offered_as_configured(
     fake: FakeUpstream,
 ) -> None:
-    listed = OpenAICompatProvider(name="fake", base_url=fake.base_url, models=["only-this"])
+    """The allow-list is offered whatever the endpoint lists; the endpoint is still asked,
+    once, for its state (issue 8, item 1)."""
+    listed = OpenAICompatProvider(
+        name="fake", base_url=fake.base_url, models=["only-this", "fake-model"]
+    )
     try:
-        assert [m.id for m in await listed.list_models()] == ["only-this"]
+        assert [m.id for m in await listed.list_models()] == ["only-this", "fake-model"]
+        assert [m.id for m in await listed.list_models()] == ["only-this", "fake-model"]
+        assert listed.health.status.state == "ok"
     finally:
         await listed.aclose()
-    assert fake.stats().models_requests == 0
+    assert fake.stats().models_requests == 1
 
 
 async def test_a_failing_listing_is_empty_and_logged(caplog: pytest.LogCaptureFixture) -> None:
@@ -251,7 +261,7 @@ async def test_a_failing_listing_is_empty_and_logged(caplog: pytest.LogCaptureFi
         assert await down.list_models() == []
     finally:
         await down.aclose()
-    assert "cannot list models" in caplog.text
+    assert "provider down is unreachable" in caplog.text
 
 
 @pytest.fixture
@@ -270,17 +280,20 @@ async def registry(fake: FakeUpstream) -> AsyncIterator[Providers]:
     await providers.aclose()
 
 
-async def test_registry_lists_every_provider_deduplicated_with_demo_last(
+async def test_registry_lists_every_provider_qualified_with_demo_last(
     registry: Providers,
 ) -> None:
+    """With several providers the same model on two of them is two choices, listed as
+    provider:model (issue 8, item 7); the demo keeps its plain id."""
     models = await registry.list_models()
-    assert [(m.id, m.provider) for m in models] == [
-        ("fake-model", "fake"),
-        ("fake-model-mini", "fake"),
-        ("other-only", "other"),
-        ("demo", "demo"),
+    assert [registry.public_id(m.provider, m.id) for m in models] == [
+        "fake:fake-model",
+        "fake:fake-model-mini",
+        "other:fake-model",
+        "other:other-only",
+        "demo",
     ]
-    assert [m.is_demo for m in models] == [False, False, False, True]
+    assert [m.is_demo for m in models] == [False, False, False, False, True]
 
 
 async def test_registry_resolves_plain_and_qualified_ids(registry: Providers) -> None:
@@ -334,6 +347,7 @@ async def test_from_settings_finds_the_configured_endpoint_ollama_and_demo(
             ("fake-model", "openai"),
             ("fake-model-mini", "openai"),
             ("llama3:8b", "ollama"),
+            ("fake-model", "ollama"),
             ("demo", "demo"),
         ]
         assert isinstance(ollama, OllamaProvider) and reply == "Echo: Hello there"

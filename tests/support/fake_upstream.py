@@ -1,7 +1,8 @@
 """A fake OpenAI-compatible model server: real HTTP on loopback, real SSE, faults on demand.
 
-It serves ``POST /v1/chat/completions`` (streamed or not), ``GET /v1/models`` and Ollama's
-``GET /api/tags``; ``Knobs`` lists what can be tuned, ``Stats`` what it counts.
+It serves ``POST /v1/chat/completions`` (streamed or not), ``GET /v1/models``, Ollama's
+``GET /api/tags`` and Anthropic's ``POST /v1/messages`` (streamed, with thinking blocks);
+``Knobs`` lists what can be tuned, ``Stats`` what it counts.
 Tests use it in-thread::
 
     with run_fake_upstream() as fake:
@@ -28,7 +29,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -37,7 +38,7 @@ import anyio
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -55,6 +56,18 @@ class Knobs:
     cut_after_chunks: int | None = None  # drop the connection after N text chunks
     hang: bool = False  # send nothing at all until the client goes away
     models: tuple[str, ...] = DEFAULT_MODELS
+    # 401 on every endpoint unless "Authorization: Bearer <require_key>"; the error message
+    # repeats the key it was given, as some gateways do, so leaks can be tested.
+    require_key: str | None = None
+    # 400, as vLLM's Mistral and Gemma chat templates do, unless the roles after an optional
+    # leading system message go user, assistant, user, ... and end with a user message.
+    strict_roles: bool = False
+    # Streamed before the text: as "reasoning_content" deltas (vLLM, DeepSeek), "reasoning"
+    # deltas (OpenRouter), or "think": a <think>...</think> block at the start of the content.
+    reasoning: str | None = None
+    reasoning_format: str = "reasoning_content"
+    # 400 for a request with stream_options, as older vLLM and llama.cpp builds do.
+    reject_stream_options: bool = False
 
 
 @dataclass
@@ -64,6 +77,7 @@ class Stats:
     abandoned: int = 0  # the client went away before the reply was finished
     cut: int = 0
     failed: int = 0
+    rejected: int = 0  # refused for their key, roles or stream_options
     active: int = 0
     max_active: int = 0
     models_requests: int = 0
@@ -217,7 +231,18 @@ class _ChatStream(Response):
         if knobs.ttft_s:
             await anyio.sleep(knobs.ttft_s)
         size = max(1, knobs.chunk_chars)
-        pieces = [self.text[i : i + size] for i in range(0, len(self.text), size)]
+        text = self.text
+        if knobs.reasoning and knobs.reasoning_format == "think":
+            text = f"<think>{knobs.reasoning}</think>\n\n{text}"
+        elif knobs.reasoning:
+            for i in range(0, len(knobs.reasoning), size):
+                delta = {"role": "assistant", knobs.reasoning_format: knobs.reasoning[i : i + size]}
+                choice = {"index": 0, "delta": delta, "finish_reason": None}
+                frame = _sse({**head, "object": "chat.completion.chunk", "choices": [choice]})
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                if knobs.token_interval_s:
+                    await anyio.sleep(knobs.token_interval_s)
+        pieces = [text[i : i + size] for i in range(0, len(text), size)]
         for n, piece in enumerate(pieces):
             if knobs.cut_after_chunks is not None and n >= knobs.cut_after_chunks:
                 return "cut"
@@ -234,6 +259,46 @@ class _ChatStream(Response):
         self.finished = True
         await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n"})
         return "completed"
+
+
+def _anthropic_sse(kind: str, payload: dict[str, Any]) -> bytes:
+    data = json.dumps({"type": kind, **payload}, separators=(",", ":"))
+    return f"event: {kind}\ndata: {data}\n\n".encode()
+
+
+async def _anthropic_events(
+    state: FakeState, knobs: Knobs, body: dict[str, Any], text: str
+) -> AsyncIterator[bytes]:
+    state.bump("active")
+    outcome = "abandoned"
+    try:
+        usage = {"input_tokens": _usage(body, 0)["prompt_tokens"], "output_tokens": 1}
+        message = {"id": "msg_fake", "type": "message", "role": "assistant", "content": []}
+        message.update(model=body.get("model"), stop_reason=None, stop_sequence=None, usage=usage)
+        yield _anthropic_sse("message_start", {"message": message})
+        if knobs.ttft_s:
+            await anyio.sleep(knobs.ttft_s)
+        size, index, sent = max(1, knobs.chunk_chars), 0, 0
+        blocks = [("thinking", knobs.reasoning or ""), ("text", text)]
+        for kind, whole in blocks:
+            if not whole:
+                continue
+            start = {"type": kind, kind: ""} | ({"signature": ""} if kind == "thinking" else {})
+            yield _anthropic_sse("content_block_start", {"index": index, "content_block": start})
+            for i in range(0, len(whole), size):
+                if sent and knobs.token_interval_s:
+                    await anyio.sleep(knobs.token_interval_s)
+                delta = {"type": f"{kind}_delta", kind: whole[i : i + size]}
+                yield _anthropic_sse("content_block_delta", {"index": index, "delta": delta})
+                sent += 1
+            yield _anthropic_sse("content_block_stop", {"index": index})
+            index += 1
+        end = {"delta": {"stop_reason": "end_turn", "stop_sequence": None}}
+        yield _anthropic_sse("message_delta", {**end, "usage": {"output_tokens": sent}})
+        yield _anthropic_sse("message_stop", {})
+        outcome = "completed"
+    finally:
+        state.end_stream(outcome)
 
 
 def _chunk_framing(head: dict[str, Any]) -> tuple[bytes, bytes]:
@@ -262,6 +327,51 @@ def _error(status: int) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def _unauthorized(knobs: Knobs, request: Request) -> JSONResponse | None:
+    if knobs.require_key is None:
+        return None
+    given = request.headers.get("x-api-key") or request.headers.get("authorization", "")
+    given = given.removeprefix("Bearer ")
+    if given == knobs.require_key:
+        return None
+    message = f"Incorrect API key provided: {given or '(none)'}"
+    body = {
+        "error": {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}
+    }
+    return JSONResponse(body, status_code=401)
+
+
+def _roles_alternate(messages: list[dict[str, Any]]) -> bool:
+    roles = [m.get("role") for m in messages]
+    if roles[:1] == ["system"]:
+        roles = roles[1:]
+    expected = ["user", "assistant"] * len(roles)
+    return bool(roles) and roles == expected[: len(roles)] and roles[-1] == "user"
+
+
+def _refusal(knobs: Knobs, request: Request, body: dict[str, Any]) -> JSONResponse | None:
+    """A request the knobs say to refuse before generating anything, as real servers do."""
+    if (unauthorized := _unauthorized(knobs, request)) is not None:
+        return unauthorized
+    if knobs.reject_stream_options and "stream_options" in body:
+        # vLLM's words (pydantic's extra="forbid"), in vLLM's error shape.
+        message = (
+            "[{'type': 'extra_forbidden', 'loc': ('body', 'stream_options'), "
+            "'msg': 'Extra inputs are not permitted'}]"
+        )
+        return JSONResponse(
+            {"object": "error", "message": message, "type": "BadRequestError", "code": 400},
+            status_code=400,
+        )
+    if knobs.strict_roles and not _roles_alternate(body.get("messages", [])):
+        message = "Conversation roles must alternate user/assistant/user/assistant/..."
+        return JSONResponse(
+            {"object": "error", "message": message, "type": "BadRequestError", "code": 400},
+            status_code=400,
+        )
+    return None
+
+
 def create_app(state: FakeState) -> Starlette:
     async def chat(request: Request) -> Response:
         try:
@@ -269,6 +379,10 @@ def create_app(state: FakeState) -> Starlette:
         except ValueError:
             return JSONResponse({"error": {"message": "bad json"}}, status_code=400)
         knobs, fail = state.record(body)
+        refusal = _refusal(knobs, request, body)
+        if refusal is not None:
+            state.bump("rejected")
+            return refusal
         if fail:
             state.bump("failed")
             assert knobs.fail_status is not None
@@ -291,8 +405,27 @@ def create_app(state: FakeState) -> Starlette:
             }
         )
 
+    async def messages(request: Request) -> Response:
+        """Anthropic's Messages API, streamed: thinking (the reasoning knob), then text."""
+        body = await request.json()
+        knobs, fail = state.record(body)
+        refusal = _refusal(knobs, request, body)
+        if refusal is not None:
+            state.bump("rejected")
+            return refusal
+        if fail:
+            state.bump("failed")
+            assert knobs.fail_status is not None
+            return _error(knobs.fail_status)
+        text = knobs.reply if knobs.reply is not None else default_reply(body["messages"])
+        return StreamingResponse(
+            _anthropic_events(state, knobs, body, text), media_type="text/event-stream"
+        )
+
     async def models(request: Request) -> Response:
         state.bump("models_requests")
+        if (unauthorized := _unauthorized(state.knobs, request)) is not None:
+            return unauthorized
         models = state.knobs.models
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in models]
         return JSONResponse({"object": "list", "data": data})
@@ -300,6 +433,8 @@ def create_app(state: FakeState) -> Starlette:
     async def tags(request: Request) -> Response:
         # Ollama's own listing, so provider auto-detection has something to find.
         state.bump("tags_requests")
+        if (unauthorized := _unauthorized(state.knobs, request)) is not None:
+            return unauthorized
         data = [{"name": m, "model": m, "size": 0} for m in state.knobs.models]
         return JSONResponse({"models": data})
 
@@ -334,6 +469,7 @@ def create_app(state: FakeState) -> Starlette:
     return Starlette(
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/messages", messages, methods=["POST"]),
             Route("/v1/models", models),
             Route("/api/tags", tags),
             Route("/_control", control, methods=["POST"]),

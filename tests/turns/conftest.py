@@ -115,6 +115,9 @@ def fresh_fake(turn_stack: TurnStack, fake: FakeUpstream) -> Iterator[FakeUpstre
     fake.reset()
     yield fake
     _settle(turn_stack)
+    # Also afterwards: the next test may start a server (the other database's, or its own)
+    # before its own reset, and a key or fault left set here would be that server's first sight.
+    fake.reset()
 
 
 @pytest.fixture

@@ -97,8 +97,8 @@ async def test_a_silent_upstream_ends_the_reply_as_upstream_timeout(
     fake: FakeUpstream, start_stack: Callable[..., TurnStack], knob: str
 ) -> None:
     """TC-6.2: a model that sends nothing (no headers, or headers then silence) for longer than
-    upstream_timeout_s is hung up on, and the reply ends as upstream_timeout."""
-    impatient = start_stack(upstream_timeout_s=0.5)
+    upstream_first_token_timeout_s is hung up on, and the reply ends as upstream_timeout."""
+    impatient = start_stack(upstream_timeout_s=0.5, upstream_first_token_timeout_s=0.5)
     fake.set(reply=REPLY, **({"hang": True} if knob == "hang" else {"ttft_s": 30.0}))
     sid, body = new_id(), turn_body("anyone there?", session={})
 

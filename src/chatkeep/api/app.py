@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chatkeep import __version__, metrics, web
 from chatkeep.api import errors
 from chatkeep.api.limits import RateLimiter, RequestLimits
-from chatkeep.api.routes import auth, blobs, health, messages, search, sessions, turns
+from chatkeep.api.routes import auth, blobs, health, messages, models, search, sessions, turns
 from chatkeep.providers.registry import Providers
 from chatkeep.settings import Settings
 from chatkeep.store import migrate
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         messages.router,
         messages.batch_router,
         turns.router,
+        models.router,
         blobs.router,
         search.router,
     ):

@@ -120,6 +120,10 @@ class MessagePublic(BaseModel):
     status: Status
     error: dict[str, Any] | None
     usage: dict[str, Any] | None
+    reasoning: str | None = Field(
+        default=None, description="A reasoning model's thinking, apart from the content."
+    )
+    reasoning_ms: int | None = Field(default=None, description="How long the model thought.")
     created_at: datetime
     updated_at: datetime
 
@@ -228,15 +232,30 @@ class TurnCreate(Body):
 
 
 class ModelPublic(BaseModel):
-    id: str
+    id: str = Field(description="What to send as a turn's model: provider:model with several.")
     provider: str
     name: str
     is_demo: bool
+    kind: Literal["chat", "embedding", "audio", "image", "moderation"] = "chat"
+    upstream_id: str = Field(default="", description="The provider's own id of the model.")
+    available: bool = Field(
+        default=True, description="False while its provider fails (listed as last seen)."
+    )
+
+
+class ProviderPublic(BaseModel):
+    """A configured provider's state as of its last check. Never its key or headers."""
+
+    name: str
+    state: Literal["unknown", "ok", "unauthorized", "unreachable", "error"]
+    message: str = ""
+    checked_at: datetime | None = None
 
 
 class ModelsList(BaseModel):
     models: list[ModelPublic]
     default: str | None
+    providers: list[ProviderPublic] = Field(default_factory=list)
 
 
 class SearchHit(BaseModel):

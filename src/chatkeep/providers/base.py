@@ -3,8 +3,10 @@
 Errors a turn can act on are ``ProviderError`` values with a stable ``code``::
 
     ProviderError
-      upstream_timeout        no byte from the upstream within the timeout
+      upstream_timeout        no first token within the first-token timeout, or silence
+                              longer than the idle timeout after it
       upstream_rate_limited   429
+      upstream_unauthorized   401 or 403: the key is wrong, expired or lacks the model
       upstream_error          any other bad status, or an error reported inside the stream
       upstream_stream_broken  the stream ended (or the connection dropped) before a finish
       upstream_unavailable    the connection could not be made at all
@@ -16,13 +18,18 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from chatkeep.providers.health import Health
+
 ErrorCode = Literal[
     "upstream_timeout",
     "upstream_rate_limited",
+    "upstream_unauthorized",
     "upstream_error",
     "upstream_stream_broken",
     "upstream_unavailable",
 ]
+# What a model is for; only "chat" models can be a default (issue 8, item 3).
+ModelKind = Literal["chat", "embedding", "audio", "image", "moderation"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,16 +38,20 @@ class ModelInfo:
     provider: str  # the name of the provider that serves it
     name: str  # what a person sees in the model picker
     is_demo: bool = False
+    kind: ModelKind = "chat"
 
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """A piece of a reply. Text chunks carry no finish_reason; the last chunk of a complete
-    reply has empty text, the finish_reason, and the usage when the upstream reported it."""
+    reply has empty text, the finish_reason, and the usage when the upstream reported it.
+    ``reasoning`` is the model's thinking (``reasoning_content``, ``<think>``), never mixed
+    into ``text``."""
 
     text: str
     usage: dict[str, Any] | None = None
     finish_reason: str | None = None
+    reasoning: str = ""
 
 
 class ProviderError(Exception):
@@ -53,9 +64,12 @@ class ProviderError(Exception):
 
 class Provider(Protocol):
     name: str
+    # Whether the upstream answered last time it was asked, and what it said (issue 8, item 1).
+    health: Health
 
     async def list_models(self) -> list[ModelInfo]:
-        """The models on offer; an upstream that cannot answer yields [] (logged), never raises."""
+        """The models on offer; an upstream that cannot answer yields the models it listed
+        last (its ``health`` says why), never raises."""
         ...
 
     def stream_chat(

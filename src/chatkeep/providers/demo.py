@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from chatkeep.providers.base import Chunk, ModelInfo
+from chatkeep.providers.health import Health
 
 DEMO_MODEL = ModelInfo(
     id="demo", provider="demo", name="Demo (offline, canned replies)", is_demo=True
@@ -69,6 +70,8 @@ class DemoProvider:
 
     def __init__(self, *, delay_s: float = 0.025) -> None:
         self.delay_s = delay_s
+        self.health = Health()
+        self.health.ok()  # nothing to reach: always there
 
     async def list_models(self) -> list[ModelInfo]:
         return [DEMO_MODEL]

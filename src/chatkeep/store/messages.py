@@ -54,6 +54,8 @@ def message_public(row: Row[Any], session_id: str) -> dict[str, Any]:
         "status": row.status,
         "error": row.error,
         "usage": row.usage,
+        "reasoning": row.reasoning,
+        "reasoning_ms": row.reasoning_ms,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }

@@ -185,6 +185,7 @@ def title_from(content: Any, limit: int = 60) -> str:
 class Checkpoint:
     reply_pk: int
     content: str
+    reasoning: str | None = None
 
 
 def checkpoint_many(
@@ -199,9 +200,17 @@ def checkpoint_many(
     stmt = (
         update(M)
         .where(M.c.pk == bindparam("b_pk"), M.c.status == "streaming", M.c.lease_owner == owner)
-        .values(content=bindparam("b_content"), lease_expires_at=lease_until, updated_at=now)
+        .values(
+            content=bindparam("b_content"),
+            reasoning=bindparam("b_reasoning"),
+            lease_expires_at=lease_until,
+            updated_at=now,
+        )
     )
-    params = [{"b_pk": c.reply_pk, "b_content": c.content} for c in checkpoints]
+    params = [
+        {"b_pk": c.reply_pk, "b_content": c.content, "b_reasoning": c.reasoning}
+        for c in checkpoints
+    ]
     conn.execute(stmt, params)
     return not_owned(conn, owner, [c.reply_pk for c in checkpoints])
 
@@ -226,6 +235,8 @@ def finish_reply(
     status: str,
     error: dict[str, Any] | None = None,
     usage: dict[str, Any] | None = None,
+    reasoning: str | None = None,
+    reasoning_ms: int | None = None,
 ) -> Row[Any] | None:
     """Write a reply's final state, once. A reply cancelled by another process is still ours
     to complete with the text we have; one reaped or deleted is not. Returns the row or None."""
@@ -241,6 +252,8 @@ def finish_reply(
             status=status,
             error=error,
             usage=usage,
+            reasoning=reasoning,
+            reasoning_ms=reasoning_ms,
             lease_owner=None,
             lease_expires_at=None,
             updated_at=utcnow(),

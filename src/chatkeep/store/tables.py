@@ -178,6 +178,9 @@ class Message(Base):
     status: Mapped[str] = mapped_column(String(16), default="complete")
     error: Mapped[dict[str, Any] | None]
     usage: Mapped[dict[str, Any] | None]
+    # A reasoning model's thinking, kept apart from ``content``, and how long it took (issue 8).
+    reasoning: Mapped[str | None] = mapped_column(Text)
+    reasoning_ms: Mapped[int | None]
     request_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

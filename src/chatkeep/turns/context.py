@@ -1,5 +1,10 @@
 """The prompt is built on the server from the stored path, root to the user's message (G3):
-never from the client's copy, so a stale client cannot drop context (source report ISSUE 5)."""
+never from the client's copy, so a stale client cannot drop context (source report ISSUE 5).
+
+Its roles alternate whatever the tree holds (issue 8, item 2): chat templates such as Mistral's
+and Gemma's on vLLM, and Anthropic's API, refuse two user messages in a row, which is what a
+failed reply with no text would otherwise leave behind, breaking every later turn of the chat.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,35 @@ def build_prompt(conn: Connection, session: Row[Any], user_message_id: str) -> l
             continue
         body = _inline_images(conn, session.user_pk, message["content"])
         prompt.append({"role": message["role"], "content": body})
-    return prompt
+    return alternating(prompt)
+
+
+def alternating(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """System messages first (merged into one), then user and assistant taking turns, starting
+    with a user message: same-role neighbours are merged, not dropped, so no context is lost;
+    an assistant message before any user message (an imported greeting) has nothing to answer
+    and is left out. Replies with no text never get here (``build_prompt`` skips them)."""
+    system: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        if message["role"] == "system":
+            system = [_merged(system[0], message)] if system else [dict(message)]
+        elif turns and turns[-1]["role"] == message["role"]:
+            turns[-1] = _merged(turns[-1], message)
+        elif turns or message["role"] == "user":
+            turns.append(dict(message))
+    return system + turns
+
+
+def _merged(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    a, b = first["content"], second["content"]
+    if isinstance(a, str) and isinstance(b, str):
+        return {"role": first["role"], "content": f"{a}\n\n{b}"}
+    return {"role": first["role"], "content": _parts(a) + _parts(b)}
+
+
+def _parts(body: Any) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": body}] if isinstance(body, str) else list(body)
 
 
 def _inline_images(conn: Connection, user_pk: int, body: Any) -> Any:

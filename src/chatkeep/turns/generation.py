@@ -28,6 +28,29 @@ CANCELLED, SESSION_DELETED, INTERRUPTED = "cancelled", "session_deleted", "inter
 
 
 @dataclass
+class Thinking:
+    """How long the model thought: from its first reasoning to its first answer text, shown
+    as "Thought for 12 s" (issue 8, item 4)."""
+
+    started: float | None = None
+    ended: float | None = None
+
+    def add(self, reasoning: str) -> None:
+        if self.started is None:
+            self.started = time.perf_counter()
+
+    def answer_started(self) -> None:
+        if self.started is not None and self.ended is None:
+            self.ended = time.perf_counter()
+
+    @property
+    def ms(self) -> int | None:
+        if self.started is None:
+            return None
+        return round(((self.ended or time.perf_counter()) - self.started) * 1000)
+
+
+@dataclass
 class Generation:
     turn: Turn
     provider: Provider
@@ -39,6 +62,7 @@ class Generation:
     # Once the upstream is done, the final write must not be cancelled half-way.
     finishing: bool = False
     started_at: float = field(default_factory=time.perf_counter)
+    thinking: Thinking = field(default_factory=lambda: Thinking())
 
     @property
     def reply_id(self) -> str:
@@ -51,24 +75,34 @@ class Generation:
         if self.task is not None and not self.task.done() and not self.finishing:
             self.task.cancel()
 
+    def thought(self) -> dict[str, Any]:
+        """The reply's reasoning fields as stored: none unless the model reasoned."""
+        reasoning = self.relay.reasoning
+        return {"reasoning": reasoning or None, "reasoning_ms": self.thinking.ms}
+
     def _reply(self, **changes: Any) -> dict[str, Any]:
-        return {**self.turn.reply, "content": self.relay.text, **changes}
+        return {**self.turn.reply, "content": self.relay.text, **self.thought(), **changes}
 
 
 async def run(gen: Generation, writer: CheckpointWriter, on_lost: Callable[[], None]) -> None:
     """``on_lost`` is called when the reply stops being ours to write (cancelled or deleted in
     another process, or reaped); it finds out which and calls ``gen.stop``."""
     pk = gen.turn.reply_pk
-    writer.track(pk, lambda: gen.relay.text, on_lost)
+    writer.track(pk, lambda: gen.relay.text, on_lost, reasoning=lambda: gen.relay.reasoning)
     usage: dict[str, Any] | None = None
     try:
         first = True
         async for chunk in gen.provider.stream_chat(model=gen.model, messages=gen.prompt):
-            if chunk.text:
+            if chunk.text or chunk.reasoning:
                 if first:
                     metrics.TTFT_SECONDS.observe(time.perf_counter() - gen.started_at)
                     first = False
-                gen.relay.append(chunk.text)
+                if chunk.reasoning:
+                    gen.thinking.add(chunk.reasoning)
+                    gen.relay.append_reasoning(chunk.reasoning)
+                if chunk.text:
+                    gen.thinking.answer_started()
+                    gen.relay.append(chunk.text)
                 writer.mark_dirty(pk)
             usage = chunk.usage or usage
     except asyncio.CancelledError:
@@ -82,11 +116,15 @@ async def run(gen: Generation, writer: CheckpointWriter, on_lost: Callable[[], N
         error = {"code": "internal_error", "message": "the reply could not be generated"}
     else:
         gen.finishing = True
-        row = await writer.finish(pk, content=gen.relay.text, status="complete", usage=usage)
+        row = await writer.finish(
+            pk, content=gen.relay.text, status="complete", usage=usage, **gen.thought()
+        )
         _close(gen, "complete", row, None)
         return
     gen.finishing = True
-    row = await writer.finish(pk, content=gen.relay.text, status="error", error=error)
+    row = await writer.finish(
+        pk, content=gen.relay.text, status="error", error=error, **gen.thought()
+    )
     _close(gen, "error", row, error)
 
 
@@ -97,7 +135,9 @@ async def _finish_stopped(gen: Generation, writer: CheckpointWriter) -> None:
         _close(gen, CANCELLED, None, {"code": SESSION_DELETED, "message": "Session was deleted"})
         return
     # Cancelled keeps the text it has; interrupted (shutdown, lost lease) keeps it too.
-    row = await writer.finish(gen.turn.reply_pk, content=gen.relay.text, status=reason)
+    row = await writer.finish(
+        gen.turn.reply_pk, content=gen.relay.text, status=reason, **gen.thought()
+    )
     message = "Stopped" if reason == CANCELLED else "The reply was interrupted"
     _close(gen, reason, row, {"code": reason, "message": message})
 

@@ -11,7 +11,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic_core import to_json
@@ -28,7 +28,7 @@ from chatkeep.store.replies import Turn
 from chatkeep.turns import generation
 from chatkeep.turns.context import build_prompt
 from chatkeep.turns.generation import CANCELLED, INTERRUPTED, SESSION_DELETED, Generation
-from chatkeep.turns.relay import Delta
+from chatkeep.turns.relay import Delta, ReasoningDelta
 from chatkeep.turns.titles import improve_title
 from chatkeep.turns.writer import CheckpointWriter
 
@@ -56,14 +56,35 @@ def event(name: str, data: Any, event_id: str | None = None) -> bytes:
     return head + payload + b"\r\n\r\n"
 
 
-def parse_last_event_id(value: str | None, reply_id: str) -> int | None:
-    """``<reply_id>:<offset>`` -> offset, for this reply only."""
+class Resume(NamedTuple):
+    """Where a client left off: characters of text and of reasoning it has (G6)."""
+
+    text: int
+    reasoning: int = 0
+
+
+def event_id(reply_id: str, text: int, reasoning: int = 0) -> str:
+    """``<reply_id>:<offset>`` (SPEC 4), or ``<reply_id>:r<reasoning>:<offset>`` once the reply
+    has reasoning: the text offset stays last, where clients that know nothing of reasoning
+    read it, and one id resumes both exactly (issue 8, item 4)."""
+    if reasoning:
+        return f"{reply_id}:r{reasoning}:{text}"
+    return f"{reply_id}:{text}"
+
+
+def parse_last_event_id(value: str | None, reply_id: str) -> Resume | None:
+    """An id made by ``event_id`` -> its offsets, for this reply only. An id without the
+    reasoning part (older clients) resumes the text; the reasoning is sent again from 0."""
     if not value:
         return None
-    rid, _, offset = value.rpartition(":")
-    if rid != reply_id or not offset.isdigit():
+    rid, _, rest = value.partition(":")
+    parts = rest.split(":")
+    if rid != reply_id or not parts[-1].isdigit() or len(parts) > 2:
         return None
-    return int(offset)
+    reasoning = parts[0][1:] if len(parts) == 2 else "0"
+    if len(parts) == 2 and (not parts[0].startswith("r") or not reasoning.isdigit()):
+        return None
+    return Resume(int(parts[-1]), int(reasoning))
 
 
 @dataclass
@@ -137,7 +158,8 @@ class TurnManager:
             wanted = model or session_model or (session_fields or {}).get("model")
             provider, model_id = self.providers.resolve(wanted)
             resolved.update(provider=provider, model=model_id)
-            return model_id
+            # Stored as listed (provider:model with several providers), so it keeps its provider.
+            return self.providers.public_id(provider.name, model_id)
 
         def work(conn: Connection) -> tuple[Turn, list[dict[str, Any]] | None]:
             if blobs:
@@ -245,23 +267,28 @@ class TurnManager:
             await asyncio.sleep(self.settings.checkpoint_interval_s)
 
     async def follow(
-        self, *, reply_pk: int, reply_id: str, session_id: str, offset: int
+        self, *, reply_pk: int, reply_id: str, session_id: str, offset: int, reasoning: int = 0
     ) -> AsyncIterator[bytes]:
-        """``delta`` events from ``offset``, then ``done`` or ``error`` (G6): from the live
-        relay when this process generates the reply, else from its stored checkpoints."""
+        """``reasoning`` and ``delta`` events from the offsets, then ``done`` or ``error``
+        (G6): from the live relay when this process generates the reply, else from its stored
+        checkpoints."""
         gen = self.live.get(reply_id)
         if gen is not None:
-            async for item in gen.relay.follow(offset):
+            async for item in gen.relay.follow(offset, reasoning):
                 if isinstance(item, Delta):
-                    yield event("delta", {"text": item.text}, f"{reply_id}:{item.offset}")
+                    eid = event_id(reply_id, item.offset, item.reasoning_offset)
+                    yield event("delta", {"text": item.text}, eid)
+                elif isinstance(item, ReasoningDelta):
+                    eid = event_id(reply_id, item.text_offset, item.offset)
+                    yield event("reasoning", {"text": item.text}, eid)
                 else:
                     yield event(item.event, item.data)
             return
-        async for sse in self._follow_stored(reply_pk, reply_id, session_id, offset):
+        async for sse in self._follow_stored(reply_pk, reply_id, session_id, offset, reasoning):
             yield sse
 
     async def _follow_stored(
-        self, reply_pk: int, reply_id: str, session_id: str, offset: int
+        self, reply_pk: int, reply_id: str, session_id: str, offset: int, reasoning: int
     ) -> AsyncIterator[bytes]:
         while True:
             row = await self.db.read(replies.reply_state, reply_pk)
@@ -271,14 +298,33 @@ class TurnManager:
                     {"code": SESSION_DELETED, "message": "Session was deleted", "reply": None},
                 )
                 return
-            text = row.content if isinstance(row.content, str) else ""
-            if len(text) > offset:
-                yield event("delta", {"text": text[offset:]}, f"{reply_id}:{len(text)}")
-                offset = len(text)
+            for sse in stored_deltas(message_public(row, session_id), offset, reasoning):
+                yield sse
+            stored = stored_offsets(message_public(row, session_id))
+            offset, reasoning = max(offset, stored.text), max(reasoning, stored.reasoning)
             if not replies.in_flight(row):
                 yield final_event(message_public(row, session_id))
                 return
             await asyncio.sleep(self.settings.checkpoint_interval_s)
+
+
+def stored_offsets(reply: dict[str, Any]) -> Resume:
+    text = reply["content"] if isinstance(reply["content"], str) else ""
+    return Resume(len(text), len(reply.get("reasoning") or ""))
+
+
+def stored_deltas(reply: dict[str, Any], offset: int, reasoning: int) -> list[bytes]:
+    """The events that bring a client from its offsets to a stored reply's text and reasoning."""
+    text = reply["content"] if isinstance(reply["content"], str) else ""
+    thought = reply.get("reasoning") or ""
+    found: list[bytes] = []
+    if len(thought) > reasoning:
+        eid = event_id(reply["id"], offset, len(thought))
+        found.append(event("reasoning", {"text": thought[reasoning:]}, eid))
+    if len(text) > offset:
+        eid = event_id(reply["id"], len(text), max(reasoning, len(thought)))
+        found.append(event("delta", {"text": text[offset:]}, eid))
+    return found
 
 
 def final_event(reply: dict[str, Any]) -> bytes:

@@ -1,8 +1,8 @@
-"""The live text of one reply inside this process, for any number of listeners.
+"""The live text and reasoning of one reply inside this process, for any number of listeners.
 
-Listeners follow from a character offset (the ``Last-Event-ID``), so a reconnecting client gets
-exactly the text it missed (G6). Text is kept as chunks with their end offsets: appending is
-O(1) and reading from an offset is a bisect, however long the reply grows.
+Listeners follow from a pair of character offsets (the ``Last-Event-ID``), so a reconnecting
+client gets exactly the text and the reasoning it missed (G6). Each is kept as chunks with their
+end offsets: appending is O(1) and reading from an offset is a bisect, however long it grows.
 """
 
 from __future__ import annotations
@@ -18,6 +18,14 @@ from typing import Any
 class Delta:
     offset: int  # characters of the reply up to and including this text
     text: str
+    reasoning_offset: int = 0  # characters of reasoning sent before this text
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    offset: int  # characters of reasoning up to and including this piece
+    text: str
+    text_offset: int  # characters of the reply's text sent before it
 
 
 @dataclass(frozen=True)
@@ -26,28 +34,16 @@ class Final:
     data: dict[str, Any]
 
 
-class Relay:
-    def __init__(self, initial: str = "") -> None:
+class _Track:
+    def __init__(self) -> None:
         self._chunks: list[str] = []
         self._ends: list[int] = []
         self.length = 0
-        self.final: Final | None = None
-        self._wake = asyncio.Event()
-        if initial:
-            self.append(initial)
 
     def append(self, text: str) -> None:
-        if not text or self.final is not None:
-            return
         self._chunks.append(text)
         self.length += len(text)
         self._ends.append(self.length)
-        self._notify()
-
-    def close(self, final: Final) -> None:
-        if self.final is None:
-            self.final = final
-            self._notify()
 
     @property
     def text(self) -> str:
@@ -60,18 +56,70 @@ class Relay:
         start = self._ends[index - 1] if index else 0
         return "".join(self._chunks[index:])[offset - start :]
 
+
+class Relay:
+    def __init__(self, initial: str = "", reasoning: str = "") -> None:
+        self._text = _Track()
+        self._reasoning = _Track()
+        self.final: Final | None = None
+        self._wake = asyncio.Event()
+        if initial:
+            self.append(initial)
+        if reasoning:
+            self.append_reasoning(reasoning)
+
+    def append(self, text: str) -> None:
+        if not text or self.final is not None:
+            return
+        self._text.append(text)
+        self._notify()
+
+    def append_reasoning(self, text: str) -> None:
+        if not text or self.final is not None:
+            return
+        self._reasoning.append(text)
+        self._notify()
+
+    def close(self, final: Final) -> None:
+        if self.final is None:
+            self.final = final
+            self._notify()
+
+    @property
+    def length(self) -> int:
+        return self._text.length
+
+    @property
+    def text(self) -> str:
+        return self._text.text
+
+    @property
+    def reasoning(self) -> str:
+        return self._reasoning.text
+
+    def text_from(self, offset: int) -> str:
+        return self._text.text_from(offset)
+
     def _notify(self) -> None:
         self._wake.set()
         self._wake = asyncio.Event()
 
-    async def follow(self, offset: int = 0) -> AsyncIterator[Delta | Final]:
-        """Deltas from ``offset`` on, as they come, then the final event."""
+    async def follow(
+        self, offset: int = 0, reasoning_offset: int = 0
+    ) -> AsyncIterator[Delta | ReasoningDelta | Final]:
+        """Deltas from the offsets on, as they come (reasoning before text, as a model thinks
+        before it answers), then the final event."""
         while True:
             wake = self._wake
-            text = self.text_from(offset)
+            thought = self._reasoning.text_from(reasoning_offset)
+            if thought:
+                reasoning_offset += len(thought)
+                yield ReasoningDelta(reasoning_offset, thought, offset)
+                continue
+            text = self._text.text_from(offset)
             if text:
                 offset += len(text)
-                yield Delta(offset, text)
+                yield Delta(offset, text, reasoning_offset)
                 continue
             if self.final is not None:
                 yield self.final

@@ -33,6 +33,7 @@ class _Tracked:
     text: Callable[[], str]
     on_lost: Callable[[], None]
     dirty: bool = False
+    reasoning: Callable[[], str] | None = None  # a reasoning model's thinking (issue 8)
 
 
 @dataclass
@@ -41,6 +42,8 @@ class _Finish:
     status: str
     error: dict[str, Any] | None
     usage: dict[str, Any] | None
+    reasoning: str | None = None
+    reasoning_ms: int | None = None
     done: asyncio.Future[Row[Any] | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -61,8 +64,14 @@ class CheckpointWriter:
         self._last_renewal = 0.0
         self.ticks = 0
 
-    def track(self, reply_pk: int, text: Callable[[], str], on_lost: Callable[[], None]) -> None:
-        self._tracked[reply_pk] = _Tracked(text, on_lost)
+    def track(
+        self,
+        reply_pk: int,
+        text: Callable[[], str],
+        on_lost: Callable[[], None],
+        reasoning: Callable[[], str] | None = None,
+    ) -> None:
+        self._tracked[reply_pk] = _Tracked(text, on_lost, reasoning=reasoning)
 
     def untrack(self, reply_pk: int) -> None:
         self._tracked.pop(reply_pk, None)
@@ -80,10 +89,12 @@ class CheckpointWriter:
         status: str,
         error: dict[str, Any] | None = None,
         usage: dict[str, Any] | None = None,
+        reasoning: str | None = None,
+        reasoning_ms: int | None = None,
     ) -> Row[Any] | None:
         """Queue the reply's final state and wait until a tick has committed it."""
         self._tracked.pop(reply_pk, None)
-        request = _Finish(content, status, error, usage)
+        request = _Finish(content, status, error, usage, reasoning, reasoning_ms)
         self._finishing[reply_pk] = request
         self._wake.set()  # a finish does not wait for the next tick
         return await asyncio.shield(request.done)
@@ -135,7 +146,10 @@ class CheckpointWriter:
             return
         for tracked in dirty.values():
             tracked.dirty = False
-        checkpoints = [replies.Checkpoint(pk, t.text()) for pk, t in dirty.items()]
+        checkpoints = [
+            replies.Checkpoint(pk, t.text(), (t.reasoning() or None) if t.reasoning else None)
+            for pk, t in dirty.items()
+        ]
         lease_until = utcnow() + timedelta(seconds=self.lease_ttl_s)
 
         def work(conn: Connection) -> tuple[set[int], dict[int, Row[Any] | None]]:
@@ -156,6 +170,8 @@ class CheckpointWriter:
                     status=f.status,
                     error=f.error,
                     usage=f.usage,
+                    reasoning=f.reasoning,
+                    reasoning_ms=f.reasoning_ms,
                 )
             return lost, finished
 

@@ -12,25 +12,27 @@ from sse_starlette import EventSourceResponse
 from chatkeep import metrics
 from chatkeep.api.deps import CurrentUser, DbDep, MessageId, SessionId, SettingsDep
 from chatkeep.api.routes.messages import new_message
-from chatkeep.api.schemas import MessageCreate, MessagePublic, ModelsList, TurnCreate
+from chatkeep.api.schemas import MessageCreate, MessagePublic, TurnCreate
 from chatkeep.problems import NotFound
-from chatkeep.providers.registry import UnknownModel
 from chatkeep.store.messages import find_message, message_public
 from chatkeep.store.replies import in_flight
 from chatkeep.store.sessions import live_session
 from chatkeep.turns.manager import (
+    Resume,
     TurnManager,
     derived_reply_id,
     event,
     final_event,
     parse_last_event_id,
+    stored_deltas,
 )
 
 router = APIRouter(prefix="/api", tags=["turns"])
 STREAM_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {"text/event-stream": {}},
-        "description": "Events: message, start, delta (id <reply_id>:<offset>), done | error.",
+        "description": "Events: message, start, reasoning and delta (id <reply_id>:<offset>, or"
+        " <reply_id>:r<reasoning offset>:<offset> once there is reasoning), done | error.",
     }
 }
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID")]
@@ -41,17 +43,20 @@ def manager(request: Request) -> TurnManager:
     return turns
 
 
-def sse(events: AsyncIterator[bytes]) -> EventSourceResponse:
-    # A comment line every 15 s keeps proxies from closing an idle stream (SPEC 9).
+def sse(events: AsyncIterator[bytes], request: Request) -> EventSourceResponse:
+    # A comment line every 15 s keeps proxies from closing an idle stream (SPEC 9), also while
+    # a local model takes minutes to its first token (issue 8, item 5).
+    ping = request.app.state.settings.sse_keepalive_s
     return EventSourceResponse(
-        events, ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        events, ping=ping, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
 
 
 def started_reply(reply: dict[str, Any]) -> dict[str, Any]:
     """The reply as it was when it started (SPEC 4: ``start`` carries status "streaming"),
     also when a replay or an attach finds it already finished; ``done``/``error`` follow."""
-    return {**reply, "content": "", "status": "streaming", "error": None, "usage": None}
+    blank = {"content": "", "status": "streaming", "error": None, "usage": None}
+    return {**reply, **blank, "reasoning": None, "reasoning_ms": None}
 
 
 @router.post("/sessions/{session_id}/turns", responses=STREAM_DOC, response_model=None)
@@ -84,21 +89,22 @@ async def post_turn(
     )
     turn = started.turn
     metrics.WRITES.labels(resource="turn", outcome="created" if turn.created else "replayed").inc()
-    offset = parse_last_event_id(last_event_id, reply_id)
+    resume = parse_last_event_id(last_event_id, reply_id)
 
     async def events() -> AsyncIterator[bytes]:
-        if offset is None:
+        if resume is None:
             yield event("message", turn.user_message)
             yield event("start", started_reply(turn.reply))
         async for item in manager(request).follow(
             reply_pk=turn.reply_pk,
             reply_id=reply_id,
             session_id=str(session_id),
-            offset=offset or 0,
+            offset=resume.text if resume else 0,
+            reasoning=resume.reasoning if resume else 0,
         ):
             yield item
 
-    return sse(events())
+    return sse(events(), request)
 
 
 @router.get(
@@ -121,6 +127,9 @@ async def attach(
             " (for clients that cannot set Last-Event-ID).",
         ),
     ] = None,
+    reasoning_offset: Annotated[
+        int | None, Query(ge=0, description="Resume after this many characters of reasoning.")
+    ] = None,
 ) -> EventSourceResponse:
     """Attach to a reply: live while it streams, or its stored text once finished (G6)."""
 
@@ -133,23 +142,26 @@ async def attach(
         raise NotFound(f"no message {message_id} in this session")
     reply = message_public(row, str(session_id))
     resume = parse_last_event_id(last_event_id, str(message_id))
-    start = resume if resume is not None else (offset or 0)
+    start = resume or Resume(offset or 0, reasoning_offset or 0)
 
     async def events() -> AsyncIterator[bytes]:
-        if resume is None and offset is None:
+        if resume is None and offset is None and reasoning_offset is None:
             yield event("start", started_reply(reply))
         if not in_flight(row):
-            text = reply["content"] if isinstance(reply["content"], str) else ""
-            if len(text) > start:
-                yield event("delta", {"text": text[start:]}, f"{message_id}:{len(text)}")
+            for delta in stored_deltas(reply, start.text, start.reasoning):
+                yield delta
             yield final_event(reply)
             return
         async for item in manager(request).follow(
-            reply_pk=row.pk, reply_id=str(message_id), session_id=str(session_id), offset=start
+            reply_pk=row.pk,
+            reply_id=str(message_id),
+            session_id=str(session_id),
+            offset=start.text,
+            reasoning=start.reasoning,
         ):
             yield item
 
-    return sse(events())
+    return sse(events(), request)
 
 
 @router.post("/sessions/{session_id}/messages/{message_id}/cancel", response_model=MessagePublic)
@@ -160,20 +172,3 @@ async def cancel(
     return await manager(request).cancel(
         user_pk=user.user_pk, session_id=str(session_id), reply_id=str(message_id)
     )
-
-
-@router.get("/models", response_model=ModelsList)
-async def list_models(request: Request, user: CurrentUser) -> dict[str, Any]:
-    providers = manager(request).providers
-    models = await providers.list_models()
-    try:
-        default: str | None = providers.resolve(None)[1]
-    except UnknownModel:
-        default = None
-    return {
-        "models": [
-            {"id": m.id, "provider": m.provider, "name": m.name, "is_demo": m.is_demo}
-            for m in models
-        ],
-        "default": default,
-    }

@@ -7,6 +7,7 @@ import { mergeMessages } from "./merge.js";
 import * as outbox from "./outbox.js";
 import { changed, sessionState, state, subscribe, visibleSession } from "./state.js";
 import { attachFromDetail, discard, hooks, isWorking, kick, retry, stop } from "./turns.js";
+import { lastUsedModel, optionLabel, recheckLater, rememberModel, showProviderState } from "./providers.js";
 import { messageText, renderMessages, viewMessages } from "./view.js";
 
 export const ACTIVE_KEY = "active_session_id";
@@ -35,7 +36,7 @@ export function newChat({ push = true } = {}) {
   state.sessionId = null;
   state.notice = null;
   setLocation(null, push);
-  selectModel(state.defaultModel);
+  selectModel(lastUsedModel(state.models) || state.defaultModel);
   sidebar.setActive(null);
   changed();
   $("input").focus();
@@ -101,9 +102,10 @@ function sessionGone(sessionId) {
 export async function loadModels() {
   const select = $("model");
   try {
-    const { models, default: fallback } = await api.get("/api/models");
+    const { models, default: fallback, providers = [] } = await api.get("/api/models");
     state.models = models;
-    state.defaultModel = fallback || models[0]?.id || null;
+    state.providers = providers;
+    state.defaultModel = lastUsedModel(models) || fallback || models[0]?.id || null;
   } catch {
     state.models = [];
   }
@@ -111,10 +113,11 @@ export async function loadModels() {
     ...state.models.map((m) => {
       const option = document.createElement("option");
       option.value = m.id;
-      option.textContent = m.is_demo ? `${m.id} (offline demo)` : m.name || m.id;
+      option.textContent = optionLabel(m, state.providers || []);
       return option;
     }),
   );
+  recheckLater(loadModels, showProviderState(select, state.providers || []));
   const s = visibleSession();
   selectModel(s?.meta?.model || state.defaultModel);
 }
@@ -131,8 +134,9 @@ export function chosenModel() {
 
 async function onModelChange() {
   const s = visibleSession();
-  if (!s?.meta || s.deleted) return; // a new chat takes the model with its first message
   const model = chosenModel();
+  rememberModel(model);
+  if (!s?.meta || s.deleted) return; // a new chat takes the model with its first message
   try {
     s.meta = { ...s.meta, ...(await api.patch(`/api/sessions/${s.id}`, { model })) };
   } catch {

@@ -6,6 +6,7 @@
 // before any await of the first could have finished (TC-1.2, E2E-3, the report's ISSUE 3).
 
 import { chosenModel, startSession } from "./chat.js";
+import { rememberModel } from "./providers.js";
 import { uuidv7 } from "./ids.js";
 import * as outbox from "./outbox.js";
 import { changed, visibleSession } from "./state.js";
@@ -35,6 +36,7 @@ export function submit() {
         ]
       : text;
     const model = chosenModel();
+    rememberModel(model); // the user's default for their next new chat (issue 8, item 3)
     const s = current ?? startSession(uuidv7(), model ? { model } : {});
     const id = uuidv7();
     const body = { message: { id, content }, reply_id: uuidv7() };

@@ -12,6 +12,7 @@ import { codePoints } from "./ids.js";
 import { upsertMessage } from "./merge.js";
 import { isOnline, whenOnline } from "./net.js";
 import * as outbox from "./outbox.js";
+import { applyReasoning, resumeId, storedReasoning } from "./reasoning.js";
 import { readEvents } from "./sse.js";
 import { changed, sessionState } from "./state.js";
 
@@ -145,6 +146,8 @@ async function consume(sessionId, res, entry) {
         startLive(s, data);
       } else if (ev.event === "delta") {
         applyDelta(s, ev.id, data.text);
+      } else if (ev.event === "reasoning") {
+        if (applyReasoning(s.live, ev.id, data.text)) changed();
       } else if (ev.event === "done") {
         finish(s, data);
         return "finished";
@@ -240,7 +243,7 @@ async function follow(sessionId) {
         setActivity(s, "streaming");
       }
       const url = `/api/sessions/${sessionId}/messages/${live.replyId}/stream`;
-      const headers = { ...STREAM, "Last-Event-ID": `${live.replyId}:${live.offset}` };
+      const headers = { ...STREAM, "Last-Event-ID": resumeId(live) };
       let retryAfter = 0;
       try {
         const res = await send("GET", url, { headers });
@@ -299,6 +302,7 @@ export function attachFromDetail(s, detail) {
   if (!last || last.role !== "assistant" || last.status !== "streaming" || s.live) return false;
   const text = typeof last.content === "string" ? last.content : "";
   s.live = { replyId: last.id, text, offset: codePoints(text), following: false, stopping: false };
+  Object.assign(s.live, storedReasoning(last));
   return true;
 }
 

@@ -3,6 +3,7 @@
 // and updated in place, so a refetch or a replayed event can never show one message twice.
 
 import { renderMarkdown, safeImageUrl } from "./markdown.js";
+import { reasoningBlock, reasoningSignature } from "./reasoning.js";
 import * as outbox from "./outbox.js";
 
 const nodes = new Map(); // message id -> {el, signature}
@@ -27,9 +28,10 @@ export function viewMessages(s) {
   }
   if (s.live) {
     const live = { id: s.live.replyId, role: "assistant", content: s.live.text, status: "streaming" };
+    const thought = { reasoning: s.live.reasoning, thinkingSince: s.live.thinkingSince };
     const index = list.findIndex((m) => m.id === live.id);
-    if (index === -1) list.push(live);
-    else list[index] = { ...list[index], content: live.content, status: "streaming" };
+    if (index === -1) list.push({ ...live, ...thought });
+    else list[index] = { ...list[index], content: live.content, status: "streaming", ...thought };
   }
   return list;
 }
@@ -41,7 +43,8 @@ function signature(m) {
       : m.content
           .map((p) => (p.type === "text" ? p.text.length : `${p.image_url?.url?.slice(-32)}`))
           .join(",");
-  return [m.role, m.status, m.pending || "", m.error?.message || "", content].join("|");
+  const thought = reasoningSignature(m);
+  return [m.role, m.status, m.pending || "", m.error?.message || "", content, thought].join("|");
 }
 
 /** Reconcile `container`'s children with `list`; returns whether anything was added. */
@@ -107,6 +110,8 @@ function fill(el, m) {
     }
     body.append(gallery);
   }
+  const thought = reasoningBlock(m);
+  if (thought) body.append(thought);
   const text = textOf(m.content);
   if (text || m.role === "assistant") {
     const content = document.createElement("div");
