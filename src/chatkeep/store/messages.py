@@ -81,7 +81,7 @@ _ADVANCE = (
 
 _PUBLIC = (
     "id", "seq", "parent_id", "role", "content", "model", "status", "error", "usage",
-    "created_at", "updated_at",
+    "reasoning", "reasoning_ms", "created_at", "updated_at",
 )  # fmt: skip
 
 
@@ -94,7 +94,8 @@ def messages_public(rows: Sequence[Row[Any]], session_id: str) -> list[dict[str,
     get = itemgetter(*(keys.index(name) for name in _PUBLIC))
     out = []
     for row in rows:
-        i, seq, parent, role, content, model, status, error, usage, created, updated = get(row)
+        (i, seq, parent, role, content, model, status, error, usage, reasoning, reasoning_ms,
+         created, updated) = get(row)  # fmt: skip
         out.append(
             {
                 "id": i,
@@ -107,6 +108,8 @@ def messages_public(rows: Sequence[Row[Any]], session_id: str) -> list[dict[str,
                 "status": status,
                 "error": error,
                 "usage": usage,
+                "reasoning": reasoning,
+                "reasoning_ms": reasoning_ms,
                 "created_at": created,
                 "updated_at": updated,
             }
