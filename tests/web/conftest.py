@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,17 @@ PHONE = {
 _names = itertools.count(1)
 
 expect.set_options(timeout=15_000)
+SHOTS = os.environ.get("CHATKEEP_SHOTS")  # a folder: tests that call shot() save a PNG there
+# Every Content-Security-Policy violation the page reports, kept for csp_violations().
+RECORD_CSP = """window.__csp = [];
+document.addEventListener("securitypolicyviolation", (e) =>
+  window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));"""
+
+
+def shot(page: Page, name: str) -> None:
+    """A screenshot for docs/ (``CHATKEEP_SHOTS=docs/screenshots pytest …``); else nothing."""
+    if SHOTS:
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"))
 
 
 def web_settings(tmp: Path, **overrides: Any) -> Settings:
@@ -227,6 +239,10 @@ class Chat:
             timeout=15_000,
         )
 
+    def csp_violations(self) -> list[str]:
+        found: list[str] = self.page.evaluate("window.__csp || []")
+        return found
+
     def active_session_id(self) -> str:
         value = self.page.evaluate("localStorage.getItem('active_session_id')")
         assert isinstance(value, str)
@@ -256,6 +272,7 @@ def new_chat(browser: Browser) -> Iterator[Callable[..., Chat]]:
         account = server.new_account()
         context = browser.new_context(**(PHONE if phone else DESKTOP))
         server.sign_in(context, account)
+        context.add_init_script(RECORD_CSP)
         page = context.new_page()
         client = httpx.Client(base_url=server.url, headers=account.headers, timeout=30)
         chat = Chat(page, context, server, account, client)

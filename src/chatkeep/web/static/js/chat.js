@@ -171,9 +171,9 @@ function render() {
 
   const activity = s?.activity || "idle";
   $("send").disabled = activity !== "idle" || Boolean(s?.deleted);
-  const streaming = Boolean(s?.live) && activity === "streaming";
-  $("stop").hidden = !streaming;
-  $("stop").disabled = Boolean(s?.live?.stopping);
+  // Stop from the moment the turn is sent: a slow model can be stopped while it thinks.
+  $("stop").hidden = activity === "idle" || Boolean(s?.deleted);
+  $("stop").disabled = Boolean(s?.live?.stopping || s?.stopWanted);
   const status = $("generating");
   status.hidden = activity === "idle";
   status.textContent = activity === "sending" ? "Sending..." : "Generating...";

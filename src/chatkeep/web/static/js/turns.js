@@ -61,6 +61,7 @@ async function work(sessionId) {
   } finally {
     running.delete(sessionId);
     s.sendingId = null;
+    s.stopWanted = false;
     s.activity = s.live ? "streaming" : "idle";
     changed();
   }
@@ -175,6 +176,12 @@ function startLive(s, reply) {
   s.messages = upsertMessage(s.messages, reply);
   s.live = { replyId: reply.id, text: "", offset: 0, following: true, stopping: false };
   setActivity(s, "streaming");
+  if (s.stopWanted) {
+    // Stop was pressed while the turn was on its way: the reply exists now, so cancel it
+    // (before its first token it is kept as a `cancelled` reply with no text).
+    s.stopWanted = false;
+    stop(s.id);
+  }
 }
 
 function applyDelta(s, eventId, text) {
@@ -217,7 +224,19 @@ function replyFailed(s, data) {
 function sessionGone(sessionId) {
   const s = sessionState(sessionId);
   s.deleted = true;
+  if (s.live) {
+    // Deleted elsewhere mid-stream (G5): the words already shown stay on screen, the cursor
+    // ends, and the reply says it was stopped.
+    const known = s.messages.find((m) => m.id === s.live.replyId);
+    s.messages = upsertMessage(s.messages, {
+      ...(known || { id: s.live.replyId, role: "assistant" }),
+      content: s.live.text,
+      status: "cancelled",
+      error: { code: "session_deleted", message: "Session was deleted" },
+    });
+  }
   s.live = null;
+  s.stopWanted = false;
   outbox.dropSession(sessionId);
   setActivity(s, "idle");
   hooks.sessionGone(sessionId);
@@ -306,6 +325,11 @@ export function attachFromDetail(s, detail) {
 export async function stop(sessionId) {
   const s = sessionState(sessionId);
   const live = s.live;
+  if (!live && s.activity === "sending") {
+    s.stopWanted = true; // cancelled as soon as the reply starts (see startLive)
+    changed();
+    return;
+  }
   if (!live || live.stopping) return;
   live.stopping = true;
   changed();

@@ -110,8 +110,15 @@ function fill(el, m) {
   const text = textOf(m.content);
   if (text || m.role === "assistant") {
     const content = document.createElement("div");
-    content.className = "msg-content markdown";
-    content.append(renderMarkdown(text));
+    if (m.role === "user") {
+      // The user's words exactly as typed: text, never markup (issue 9, item 1). Someone asking
+      // about `<details>` or `<script>` must see what they wrote, not a widget or a blank.
+      content.className = "msg-content plain";
+      content.textContent = text;
+    } else {
+      content.className = "msg-content markdown";
+      content.append(renderMarkdown(text));
+    }
     body.append(content);
   }
   el.append(body);
