@@ -50,10 +50,19 @@ document.addEventListener("securitypolicyviolation", (e) =>
   window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));"""
 
 
-def shot(page: Page, name: str) -> None:
-    """A screenshot for docs/ (``CHATKEEP_SHOTS=docs/screenshots pytest …``); else nothing."""
-    if SHOTS:
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"))
+Shot = Callable[[Page, str], None]
+
+
+@pytest.fixture
+def shot() -> Shot:
+    """``shot(page, name)``: a screenshot for docs/ when ``CHATKEEP_SHOTS=docs/screenshots``
+    is set (see docs/web.md); otherwise nothing, so the suite stays quick."""
+
+    def take(page: Page, name: str) -> None:
+        if SHOTS:
+            page.screenshot(path=str(Path(SHOTS) / f"{name}.png"))
+
+    return take
 
 
 def web_settings(tmp: Path, **overrides: Any) -> Settings:
