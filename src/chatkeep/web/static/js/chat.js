@@ -3,6 +3,7 @@
 // notices, and the composer's enabled state. Sending lives in composer.js and turns.js.
 
 import { ApiError, api } from "./api.js";
+import * as cache from "./cache.js";
 import { mergeMessages } from "./merge.js";
 import * as outbox from "./outbox.js";
 import { changed, sessionState, state, subscribe, visibleSession } from "./state.js";
@@ -58,9 +59,26 @@ export async function openSession(sessionId, { push = true } = {}) {
   setLocation(sessionId, push);
   sidebar.setActive(sessionId);
   const s = sessionState(sessionId);
+  const kept = !s.loaded && cache.loadChat(sessionId);
+  if (kept) {
+    // Shown at once from the last visit (and offline); the fetch below merges over it by id.
+    const { messages, ...meta } = kept;
+    s.meta = meta;
+    s.messages = mergeMessages(s.messages, messages);
+    s.loaded = true;
+  }
   if (s.meta?.model) selectModel(s.meta.model);
   changed();
   await refresh(sessionId);
+}
+
+/** Keep the chat for opening offline; a reply still streaming is not a state worth keeping. */
+function keep(s) {
+  if (!s.meta || s.deleted) return;
+  cache.saveChat(
+    s.meta,
+    s.messages.filter((m) => m.status !== "streaming"),
+  );
 }
 
 /** Fetch a chat and merge it with what this page knows: a refetch never drops a message the
@@ -75,19 +93,27 @@ export async function refresh(sessionId) {
     if (err instanceof ApiError && (err.status === 404 || err.status === 410)) {
       // Unknown to the server but still in our outbox: a new chat whose first turn is queued.
       if (err.status === 404 && (outbox.firstFor(sessionId) || s.newFields)) return;
+      cache.dropChat(sessionId);
       s.deleted = true;
       outbox.dropSession(sessionId);
       changed();
       return;
     }
-    return; // offline or a server error: keep showing what we have
+    // Offline or a server error: keep showing what we have, or say it cannot be loaded yet.
+    if (!s.loaded) {
+      s.loadFailed = true;
+      changed();
+    }
+    return;
   }
   const { messages, ...meta } = detail;
   s.meta = meta;
   s.loaded = true;
+  s.loadFailed = false;
   s.messages = mergeMessages(s.messages, messages);
   if (sessionId === state.sessionId && meta.model) selectModel(meta.model);
   if (attachFromDetail(s, detail) && !isWorking(sessionId)) kick(sessionId);
+  keep(s);
   changed();
 }
 
@@ -100,13 +126,15 @@ function sessionGone(sessionId) {
 
 export async function loadModels() {
   const select = $("model");
+  let listed = null;
   try {
-    const { models, default: fallback } = await api.get("/api/models");
-    state.models = models;
-    state.defaultModel = fallback || models[0]?.id || null;
+    listed = await api.get("/api/models");
+    cache.saveModels(listed);
   } catch {
-    state.models = [];
+    listed = cache.loadModels(); // offline: the models seen last time
   }
+  state.models = listed?.models || [];
+  state.defaultModel = listed?.default || state.models[0]?.id || null;
   select.replaceChildren(
     ...state.models.map((m) => {
       const option = document.createElement("option");
@@ -155,17 +183,23 @@ function titleOf(s) {
 function render() {
   const s = visibleSession();
   const list = s ? viewMessages(s) : [];
+  // A chat opened by its URL is not known until it loads: neutral placeholders meanwhile,
+  // never the new-chat page's "New chat" / "What's on your mind?" (issue 9, item 3).
+  const loading = Boolean(s) && !s.loaded && !s.deleted && !s.loadFailed && !list.length;
+  $("chat-loading").hidden = !loading;
+  $("chat-title").classList.toggle("loading", loading);
   const scroller = $("chat-scroll");
   const nearBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 120;
   const added = renderMessages($("messages"), list);
-  $("empty").hidden = list.length > 0 || Boolean(s?.deleted);
+  $("empty").hidden = loading || list.length > 0 || Boolean(s?.deleted || s?.loadFailed);
   if (nearBottom || added) scroller.scrollTop = scroller.scrollHeight;
 
-  const title = titleOf(s);
+  const title = loading ? "" : titleOf(s);
   $("chat-title").textContent = title;
-  document.title = s ? `${title} · chatkeep` : "chatkeep";
+  document.title = s && !loading ? `${title} · chatkeep` : "chatkeep";
 
-  const notice = s?.deleted ? "Session was deleted" : state.notice;
+  const unavailable = s?.loadFailed && !list.length ? "This chat cannot be loaded right now." : null;
+  const notice = s?.deleted ? "Session was deleted" : state.notice || unavailable;
   $("notice").hidden = !notice;
   $("notice-text").textContent = notice || "";
 
@@ -209,7 +243,9 @@ export function initChat() {
   hooks.sessionConfirmed = () => sidebar.refresh();
   hooks.replyFinished = (sessionId) => {
     sidebar.refresh(); // new title, new order
-    if (!sessionState(sessionId).meta) refresh(sessionId);
+    const s = sessionState(sessionId);
+    if (!s.meta) refresh(sessionId);
+    else keep(s);
   };
   $("messages").addEventListener("click", onMessageClick);
   $("stop").addEventListener("click", () => state.sessionId && stop(state.sessionId));

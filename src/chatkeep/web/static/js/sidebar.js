@@ -2,6 +2,7 @@
 // more", and per-chat actions: rename, pin, archive, delete. On a phone it is a drawer.
 
 import { api } from "./api.js";
+import * as cache from "./cache.js";
 import { newChat, openSession, setSidebar } from "./chat.js";
 import * as outbox from "./outbox.js";
 import { sessionState, state, subscribe } from "./state.js";
@@ -15,6 +16,7 @@ let unpinnedLoaded = 0;
 let cursor = null;
 let generation = 0; // a newer load wins over a slower older one
 let lastSignature = "";
+let known = false; // false until the server (or the offline cache) has said what the chats are
 
 function listParams(extra) {
   const params = { archived: String(view === "archived"), ...extra };
@@ -27,6 +29,12 @@ function listParams(extra) {
 export async function refresh({ reset = false } = {}) {
   const token = ++generation;
   const limit = Math.min(200, reset ? PAGE : Math.max(PAGE, unpinnedLoaded));
+  const usual = view === "chats" && !query; // the list the cache keeps
+  if (!known && usual && cache.loadList()) {
+    items = cache.loadList(); // the list as last seen: at once, and offline (issue 9, item 4)
+    known = true;
+    render(true);
+  }
   try {
     let pinned = [];
     if (view === "chats" && !query) {
@@ -38,6 +46,8 @@ export async function refresh({ reset = false } = {}) {
     items = [...pinned, ...page.sessions];
     unpinnedLoaded = page.sessions.length;
     cursor = page.next_cursor;
+    known = true;
+    if (usual) cache.saveList(items);
     render(true);
   } catch {
     // offline or signed out: keep the list we have
@@ -88,15 +98,21 @@ function queuedChats() {
 
 function render(force = false) {
   const shown = [...queuedChats(), ...items];
-  const signature = JSON.stringify([view, state.sessionId, shown.map((s) => [s.id, s.title, s.pinned])]);
+  const signature = JSON.stringify([
+    view,
+    known,
+    state.sessionId,
+    shown.map((s) => [s.id, s.title, s.pinned]),
+  ]);
   if (!force && signature === lastSignature) return;
   lastSignature = signature;
   const list = $("session-list");
   list.replaceChildren(...shown.map(itemElement));
   setActive(state.sessionId);
   $("load-more").hidden = !cursor;
+  list.setAttribute("aria-busy", String(!known && !shown.length));
   const empty = $("sessions-empty");
-  empty.hidden = shown.length > 0;
+  empty.hidden = shown.length > 0 || !known; // not "No chats yet." before we know (item 3)
   if (query) empty.textContent = "No chats match.";
   else empty.textContent = view === "archived" ? "No archived chats." : "No chats yet.";
 }
