@@ -5,6 +5,7 @@
 import { ApiError, api } from "./api.js";
 import * as cache from "./cache.js";
 import { mergeMessages } from "./merge.js";
+import { defaultModel as preferredModel } from "./prefs.js";
 import * as outbox from "./outbox.js";
 import { changed, sessionState, state, subscribe, visibleSession } from "./state.js";
 import { attachFromDetail, discard, hooks, isWorking, kick, retry, stop } from "./turns.js";
@@ -134,7 +135,11 @@ export async function loadModels() {
     listed = cache.loadModels(); // offline: the models seen last time
   }
   state.models = listed?.models || [];
-  state.defaultModel = listed?.default || state.models[0]?.id || null;
+  state.serverDefaultModel = listed?.default || state.models[0]?.id || null;
+  const preferred = preferredModel(); // chosen in Settings
+  state.defaultModel = state.models.some((m) => m.id === preferred)
+    ? preferred
+    : state.serverDefaultModel;
   select.replaceChildren(
     ...state.models.map((m) => {
       const option = document.createElement("option");

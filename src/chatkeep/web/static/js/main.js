@@ -16,7 +16,9 @@ import { initNetwork, onNetworkChange } from "./net.js";
 import { useOutbox } from "./outbox.js";
 import { initSidebar, refresh as refreshSidebar } from "./sidebar.js";
 import { changed, state } from "./state.js";
+import { usePrefs } from "./prefs.js";
 import { registerWorker } from "./pwa.js";
+import { initSettings } from "./settings.js";
 import { isWorking, kickAll } from "./turns.js";
 
 const $ = (id) => document.getElementById(id);
@@ -33,6 +35,7 @@ function start(user) {
   state.user = user;
   useOutbox(user.name);
   useCache(user.name);
+  usePrefs(user.name);
   $("user-name").textContent = user.name;
   $("auth-screen").hidden = true;
   $("app").hidden = false;
@@ -58,6 +61,7 @@ initNetwork();
 initChat();
 initComposer();
 initSidebar();
+initSettings();
 $("sign-out").addEventListener("click", signOut);
 setUnauthorizedHandler(() => {
   if (started) showAuthForm("login", "Your sign-in has expired. Sign in again.");
