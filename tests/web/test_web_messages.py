@@ -40,3 +40,38 @@ def test_user_text_is_shown_exactly_as_typed_never_as_markup(chat: Chat) -> None
     expect(chat.texts("user")).to_have_count(1)
     assert chat.texts("user").inner_text() == LOOKS_LIKE_HTML
     assert chat.csp_violations() == []
+
+
+def test_copy_a_message_and_a_code_block_puts_the_exact_text_on_the_clipboard(
+    chat: Chat, fake: FakeUpstream
+) -> None:
+    """Copy on the user's message, on the reply (its markdown) and on a code block, each saying
+    `Copied`."""
+    chat.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=chat.server.url)
+    reply = "Here:\n\n```python\nprint('hi')\n```"
+    fake.set(reply=reply)
+    typed = "My  question\n  with <b>markup</b>"
+    chat.send(typed)
+    chat.wait_replies(1)
+
+    def clipboard() -> str:
+        text: str = chat.page.evaluate("navigator.clipboard.readText()")
+        return text
+
+    # Each button says "Copied" for a moment; recorded as it happens (a headless clipboard
+    # write can stall the page for longer than the moment lasts).
+    chat.page.evaluate(
+        """window.__said = [];
+        new MutationObserver((records) => { for (const r of records)
+            if (r.target.matches?.("button") && r.target.textContent === "Copied")
+                window.__said.push(r.target.getAttribute("aria-label") || r.target.title);
+        }).observe(document.getElementById("messages"), {subtree: true, childList: true});"""
+    )
+    chat.messages("user").get_by_role("button", name="Copy").click()
+    assert clipboard() == typed
+    chat.messages("assistant").get_by_role("button", name="Copy", exact=True).click()
+    assert clipboard() == reply
+    chat.page.get_by_role("button", name="Copy code").click()
+    assert clipboard().strip() == "print('hi')"
+    said = chat.page.evaluate("window.__said")
+    assert said == ["Copy the message", "Copy the reply as markdown", "Copy code"]

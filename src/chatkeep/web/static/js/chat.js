@@ -205,6 +205,7 @@ function render() {
 
   const unavailable = s?.loadFailed && !list.length ? "This chat cannot be loaded right now." : null;
   const notice = s?.deleted ? "Session was deleted" : state.notice || unavailable;
+  $("export-chat").hidden = !s?.meta || Boolean(s.deleted); // a chat the server knows
   $("notice").hidden = !notice;
   $("notice-text").textContent = notice || "";
 
@@ -218,19 +219,26 @@ function render() {
   status.textContent = activity === "sending" ? "Sending..." : "Generating...";
 }
 
-async function copyText(text) {
+/** Copy `text`; the button says "Copied" at once and for two seconds after the write. */
+async function copyText(text, button) {
+  const label = button?.dataset.label || button?.textContent;
+  if (button) {
+    button.dataset.label = label;
+    button.textContent = "Copied";
+  }
   try {
     await navigator.clipboard.writeText(text);
   } catch {
-    // clipboard refused (not focused, or permissions): nothing else to do
+    if (button) button.textContent = "Copy failed"; // not focused, or no permission
   }
+  if (button) setTimeout(() => (button.textContent = label), 2000);
 }
 
 function onMessageClick(event) {
   const target = event.target.closest("button");
   if (!target) return;
   if (target.classList.contains("copy-code")) {
-    copyText(target.parentElement.querySelector("pre")?.textContent || "");
+    copyText(target.parentElement.querySelector("pre")?.textContent || "", target);
     return;
   }
   const article = target.closest("article[data-message-id]");
@@ -239,7 +247,7 @@ function onMessageClick(event) {
   if (!id || !action) return;
   if (action === "retry") retry(id);
   else if (action === "discard") discard(id);
-  else if (action === "copy") copyText(messageText(viewMessages(visibleSession()), id));
+  else if (action === "copy") copyText(messageText(viewMessages(visibleSession()), id), target);
 }
 
 export function initChat() {

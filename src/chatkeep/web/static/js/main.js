@@ -12,6 +12,7 @@ import {
   refresh as refreshChat,
 } from "./chat.js";
 import { initComposer } from "./composer.js";
+import { initExport } from "./export.js";
 import { initNetwork, onNetworkChange } from "./net.js";
 import { useOutbox } from "./outbox.js";
 import { initSidebar, refresh as refreshSidebar } from "./sidebar.js";
@@ -19,6 +20,7 @@ import { changed, state } from "./state.js";
 import { usePrefs } from "./prefs.js";
 import { registerWorker } from "./pwa.js";
 import { initSettings } from "./settings.js";
+import { initShortcuts } from "./shortcuts.js";
 import { isWorking, kickAll } from "./turns.js";
 
 const $ = (id) => document.getElementById(id);
@@ -62,6 +64,8 @@ initChat();
 initComposer();
 initSidebar();
 initSettings();
+initShortcuts();
+initExport();
 $("sign-out").addEventListener("click", signOut);
 setUnauthorizedHandler(() => {
   if (started) showAuthForm("login", "Your sign-in has expired. Sign in again.");

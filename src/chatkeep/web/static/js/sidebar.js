@@ -161,7 +161,7 @@ function badge(text, kind) {
 }
 
 function closeMenus() {
-  for (const menu of document.querySelectorAll(".session-menu")) menu.remove();
+  for (const menu of document.querySelectorAll(".session-item .session-menu")) menu.remove();
   for (const b of document.querySelectorAll(".session-more")) b.setAttribute("aria-expanded", "false");
 }
 

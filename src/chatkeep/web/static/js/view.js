@@ -163,6 +163,8 @@ function footer(m, text) {
     mark.title = "Sending";
     mark.textContent = "Sending…";
     foot.append(mark);
+  } else if (m.role === "user") {
+    if (text) foot.append(button("Copy", "copy", { title: "Copy the message" }));
   } else if (m.role === "assistant" && m.status !== "streaming") {
     const note = statusNote(m);
     if (note) foot.append(note);
