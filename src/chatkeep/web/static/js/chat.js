@@ -3,6 +3,7 @@
 // notices, and the composer's enabled state. Sending lives in composer.js and turns.js.
 
 import { ApiError, api } from "./api.js";
+import { handleAction, loadTree } from "./branches.js";
 import * as cache from "./cache.js";
 import { mergeMessages } from "./merge.js";
 import { defaultModel as preferredModel } from "./prefs.js";
@@ -67,6 +68,7 @@ export async function openSession(sessionId, { push = true } = {}) {
     s.meta = meta;
     s.messages = mergeMessages(s.messages, messages);
     s.loaded = true;
+    s.cachedIds = new Set(messages.map((m) => m.id));
   }
   if (s.meta?.model) selectModel(s.meta.model);
   changed();
@@ -87,6 +89,7 @@ function keep(s) {
 export async function refresh(sessionId) {
   const s = sessionState(sessionId);
   if (s.deleted) return;
+  const version = s.pathVersion;
   let detail;
   try {
     detail = await api.get(`/api/sessions/${sessionId}`, { retries: 1 });
@@ -107,15 +110,24 @@ export async function refresh(sessionId) {
     }
     return;
   }
+  if (version !== s.pathVersion) return; // the user switched versions meanwhile (branches.js)
   const { messages, ...meta } = detail;
   s.meta = meta;
   s.loaded = true;
   s.loadFailed = false;
-  s.messages = mergeMessages(s.messages, messages);
+  // The cache is an old answer, not news: the server's path replaces it (another version may
+  // have been chosen since). Messages the page learnt itself are merged by id (TC-4.1).
+  const cached = s.cachedIds || new Set();
+  s.messages = mergeMessages(
+    s.messages.filter((m) => !cached.has(m.id)),
+    messages,
+  );
+  s.cachedIds = null;
   if (sessionId === state.sessionId && meta.model) selectModel(meta.model);
   if (attachFromDetail(s, detail) && !isWorking(sessionId)) kick(sessionId);
   keep(s);
   changed();
+  loadTree(s).catch(() => {}); // the other versions, for ‹ 1/2 ›; without them, none is shown
 }
 
 function sessionGone(sessionId) {
@@ -248,6 +260,7 @@ function onMessageClick(event) {
   if (action === "retry") retry(id);
   else if (action === "discard") discard(id);
   else if (action === "copy") copyText(messageText(viewMessages(visibleSession()), id), target);
+  else handleAction(state.sessionId, action, id, target);
 }
 
 export function initChat() {
@@ -257,8 +270,10 @@ export function initChat() {
   hooks.replyFinished = (sessionId) => {
     sidebar.refresh(); // new title, new order
     const s = sessionState(sessionId);
-    if (!s.meta) refresh(sessionId);
-    else keep(s);
+    if (!s.meta || s.branched) {
+      s.branched = false; // an edit or a regeneration: fetch the new path and its versions
+      refresh(sessionId);
+    } else keep(s);
   };
   $("messages").addEventListener("click", onMessageClick);
   $("stop").addEventListener("click", () => state.sessionId && stop(state.sessionId));

@@ -104,6 +104,10 @@ async function runTurn(entry) {
           attempt -= 1;
           continue;
         }
+        if (error.code === "idempotency_conflict" && retriedWithParent(entry)) {
+          attempt -= 1;
+          continue;
+        }
         if (!error.retryable) return fail(entry, error.message);
         retryAfter = error.retryAfter;
         failure = error.message;
@@ -115,6 +119,16 @@ async function runTurn(entry) {
     if (attempt + 1 >= TURN_ATTEMPTS) return fail(entry, failure);
     await sleep(backoffMs(attempt, retryAfter));
   }
+}
+
+/** A regeneration repeats its user message's body exactly (a replay, G1). The page cannot know
+ * whether that message was first sent with an explicit parent_id (an edit) or without (the
+ * active leaf), so it tries without, then once with the stored parent. */
+function retriedWithParent(entry) {
+  if (entry.regenerate === undefined || "parent_id" in entry.body.message) return false;
+  entry.body.message.parent_id = entry.regenerate;
+  outbox.update(entry.id, { body: entry.body });
+  return true;
 }
 
 function pause(s) {
