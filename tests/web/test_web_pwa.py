@@ -60,6 +60,8 @@ def test_page_opens_offline_with_its_chats_and_sends_the_queue_once_when_back(
     chat.send("Before going offline")
     chat.wait_replies(1)
     session_id = chat.active_session_id()
+    chat_in_the_list = chat.page.locator(f'.session-item[data-session-id="{session_id}"]')
+    expect(chat_in_the_list).to_be_visible()  # the list the page keeps is the one last seen
     wait_for_the_worker(chat)
     api_requests_served_by_the_worker: list[str] = []
     chat.page.on(
@@ -73,7 +75,7 @@ def test_page_opens_offline_with_its_chats_and_sends_the_queue_once_when_back(
     chat.page.reload()
     expect(chat.page.get_by_text("You are offline")).to_be_visible()
     expect(chat.input).to_be_visible()
-    expect(chat.page.locator(f'.session-item[data-session-id="{session_id}"]')).to_be_visible()
+    expect(chat_in_the_list).to_be_visible()
     expect(chat.texts("user")).to_have_text(["Before going offline"])
     chat.send("Written offline")
     expect(chat.messages("user").last).to_have_attribute("data-status", "queued")
