@@ -13,7 +13,7 @@ from playwright.sync_api import APIResponse, Route, expect
 from support.fake_upstream import FakeUpstream
 
 if TYPE_CHECKING:  # fixtures give the values; conftest is not imported at run time
-    from conftest import Chat, WebServer
+    from conftest import Chat, Shot, WebServer
 
 pytestmark = pytest.mark.browser
 
@@ -237,7 +237,7 @@ new MutationObserver(() => {
 
 
 def test_reload_of_a_chat_shows_a_neutral_loading_state_never_the_new_chat_page(
-    chat: Chat,
+    chat: Chat, shot: Shot
 ) -> None:
     """Issue 9, item 3: reloading /c/<id> never flashes "New chat", "What's on your mind?" or
     "No chats yet." before the chat is known: neutral placeholders until it loads."""
@@ -251,9 +251,24 @@ def test_reload_of_a_chat_shows_a_neutral_loading_state_never_the_new_chat_page(
     expect(chat.texts("user")).to_have_text(["Remember this"])
     expect(chat.page.locator(f'.session-item[data-session-id="{session_id}"]')).to_be_visible()
     assert chat.page.evaluate("window.__flashes") == []
-    # The same with nothing kept from the last visit (a new device, a cleared cache).
-    chat.page.evaluate("localStorage.clear()")
+    # The same with nothing kept from the last visit (a new device, a cleared cache), and a
+    # server slow to answer: placeholders until the chat is known.
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    chat.page.route(f"**/api/sessions/{session_id}", hold)
+    # Cleared as the next page starts: the old one may still write its cache until it unloads.
+    chat.context.add_init_script("localStorage.clear()")
     chat.page.reload()
+    wait_for(chat, held)
+    expect(chat.page.get_by_role("status", name="Loading chat")).to_be_visible()
+    shot(chat.page, "loading")
+    for route in held:
+        route.continue_()
+    chat.page.unroute(f"**/api/sessions/{session_id}")
     expect(chat.texts("user")).to_have_text(["Remember this"])
+    expect(chat.page.get_by_role("status", name="Loading chat")).to_be_hidden()
     expect(chat.page.locator("#chat-title")).to_have_text(title)
     assert chat.page.evaluate("window.__flashes") == []

@@ -12,20 +12,22 @@ import pytest
 from playwright.sync_api import expect
 
 if TYPE_CHECKING:  # fixtures give the values; conftest is not imported at run time
-    from conftest import Chat
+    from conftest import Chat, Shot
 
 pytestmark = pytest.mark.browser
 
 
-def export(chat: Chat, label: str) -> tuple[str, str]:
+def export(chat: Chat, label: str, shot: Shot | None = None) -> tuple[str, str]:
     chat.page.get_by_role("button", name="Export chat").click()
+    if shot:
+        shot(chat.page, "export")
     with chat.page.expect_download() as info:
         chat.page.get_by_role("menuitem", name=label).click()
     download = info.value
     return download.suggested_filename, Path(download.path()).read_text()
 
 
-def test_export_the_open_chat_as_markdown_and_as_json(chat: Chat) -> None:
+def test_export_the_open_chat_as_markdown_and_as_json(chat: Chat, shot: Shot) -> None:
     chat.send("First question")
     chat.wait_replies(1)
     chat.send("Second\nquestion")
@@ -33,7 +35,7 @@ def test_export_the_open_chat_as_markdown_and_as_json(chat: Chat) -> None:
     session_id = chat.active_session_id()
     expect(chat.page.get_by_role("button", name="Export chat")).to_be_visible()
 
-    name, text = export(chat, "Export as JSON")
+    name, text = export(chat, "Export as JSON", shot)
     assert name.endswith(f"-{session_id[:8]}.json")
     assert json.loads(text) == chat.api.get(f"/api/sessions/{session_id}").json()
 

@@ -8,7 +8,7 @@ import re
 from typing import TYPE_CHECKING
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Response, expect
 
 if TYPE_CHECKING:  # fixtures give the values; conftest is not imported at run time
     from conftest import Chat, Shot
@@ -64,12 +64,12 @@ def test_page_opens_offline_with_its_chats_and_sends_the_queue_once_when_back(
     expect(chat_in_the_list).to_be_visible()  # the list the page keeps is the one last seen
     wait_for_the_worker(chat)
     api_requests_served_by_the_worker: list[str] = []
-    chat.page.on(
-        "response",
-        lambda r: r.from_service_worker
-        and "/api/" in r.url
-        and api_requests_served_by_the_worker.append(r.url),
-    )
+
+    def seen(response: Response) -> None:
+        if response.from_service_worker and "/api/" in response.url:
+            api_requests_served_by_the_worker.append(response.url)
+
+    chat.page.on("response", seen)
 
     chat.context.set_offline(True)
     chat.page.reload()

@@ -27,7 +27,7 @@ def open_settings(chat: Chat) -> None:
     expect(chat.page.get_by_role("dialog", name="Settings")).to_be_visible()
 
 
-def test_theme_is_system_light_or_dark_and_kept_across_reloads(chat: Chat) -> None:
+def test_theme_is_system_light_or_dark_and_kept_across_reloads(chat: Chat, shot: Shot) -> None:
     chat.page.emulate_media(color_scheme="dark")
     assert background(chat.page) == DARK_BG  # system: follows the system's dark
     open_settings(chat)
@@ -41,6 +41,7 @@ def test_theme_is_system_light_or_dark_and_kept_across_reloads(chat: Chat) -> No
     chat.page.get_by_label("Dark").check()
     chat.page.emulate_media(color_scheme="light")
     assert background(chat.page) == DARK_BG
+    shot(chat.page, "settings-dark")
     chat.page.get_by_label("System").check()
     assert background(chat.page) == LIGHT_BG
 

@@ -20,24 +20,44 @@ function focusSearch() {
   $("search").select();
 }
 
-// [keys shown, test, action]
+// Each: what it does, the key combinations shown (any of them), which events match, the action.
 const SHORTCUTS = [
-  [[MOD, "Shift", "O"], (e) => mod(e) && e.shiftKey && e.code === "KeyO", () => newChat()],
-  [[MOD, "K"], (e) => mod(e) && !e.shiftKey && e.code === "KeyK", focusSearch],
-  [["Shift", "Esc"], (e) => e.shiftKey && e.key === "Escape", () => $("input").focus()],
-  [["Esc"], (e) => !e.shiftKey && e.key === "Escape" && generating(), () => stopVisible()],
-  [[MOD, "Shift", "C"], (e) => mod(e) && e.shiftKey && e.code === "KeyC", copyLastReply],
-  [[MOD, "/"], (e) => mod(e) && e.key === "/", toggleHelp],
-  [["?"], (e) => e.key === "?" && !typing(e) && !mod(e), toggleHelp],
-];
-const LABELS = [
-  "New chat",
-  "Search chats",
-  "Focus the message box",
-  "Stop generating",
-  "Copy the last reply",
-  "Show keyboard shortcuts",
-  "Show keyboard shortcuts",
+  {
+    label: "New chat",
+    keys: [[MOD, "Shift", "O"]],
+    test: (e) => mod(e) && e.shiftKey && e.code === "KeyO",
+    run: () => newChat(),
+  },
+  {
+    label: "Search chats",
+    keys: [[MOD, "K"]],
+    test: (e) => mod(e) && !e.shiftKey && e.code === "KeyK",
+    run: focusSearch,
+  },
+  {
+    label: "Focus the message box",
+    keys: [["Shift", "Esc"]],
+    test: (e) => e.shiftKey && e.key === "Escape",
+    run: () => $("input").focus(),
+  },
+  {
+    label: "Stop generating",
+    keys: [["Esc"]],
+    test: (e) => !e.shiftKey && e.key === "Escape" && generating(),
+    run: () => stopVisible(),
+  },
+  {
+    label: "Copy the last reply",
+    keys: [[MOD, "Shift", "C"]],
+    test: (e) => mod(e) && e.shiftKey && e.code === "KeyC",
+    run: copyLastReply,
+  },
+  {
+    label: "Show keyboard shortcuts",
+    keys: [["?"], [MOD, "/"]],
+    test: (e) => (e.key === "?" && !typing(e) && !mod(e)) || (mod(e) && e.key === "/"),
+    run: toggleHelp,
+  },
 ];
 
 function mod(e) {
@@ -65,16 +85,19 @@ function toggleHelp() {
 }
 
 function renderTable() {
-  const rows = SHORTCUTS.map(([keys], i) => {
+  const rows = SHORTCUTS.map(({ label, keys }) => {
     const tr = document.createElement("tr");
     const what = document.createElement("td");
-    what.textContent = LABELS[i];
+    what.textContent = label;
     const how = document.createElement("td");
-    for (const key of keys) {
-      const kbd = document.createElement("kbd");
-      kbd.textContent = key;
-      how.append(kbd);
-    }
+    keys.forEach((combo, i) => {
+      if (i) how.append(" or ");
+      for (const key of combo) {
+        const kbd = document.createElement("kbd");
+        kbd.textContent = key;
+        how.append(kbd);
+      }
+    });
     tr.append(what, how);
     return tr;
   });
@@ -86,10 +109,10 @@ export function initShortcuts() {
   $("shortcuts").querySelector("[data-close]").addEventListener("click", () => $("shortcuts").close());
   document.addEventListener("keydown", (event) => {
     if (event.isComposing || $("app").hidden) return;
-    const hit = SHORTCUTS.find(([, test]) => test(event));
+    const hit = SHORTCUTS.find((shortcut) => shortcut.test(event));
     if (!hit) return;
-    if (document.querySelector("dialog[open]:not(#shortcuts)") && hit[2] !== toggleHelp) return;
+    if (document.querySelector("dialog[open]:not(#shortcuts)") && hit.run !== toggleHelp) return;
     event.preventDefault();
-    hit[2]();
+    hit.run();
   });
 }

@@ -30,7 +30,7 @@ export async function refresh({ reset = false } = {}) {
   const token = ++generation;
   const limit = Math.min(200, reset ? PAGE : Math.max(PAGE, unpinnedLoaded));
   const usual = view === "chats" && !query; // the list the cache keeps
-  if (!known && usual && cache.loadList()) {
+  if (!known && usual && cache.loadList()?.length) {
     items = cache.loadList(); // the list as last seen: at once, and offline (issue 9, item 4)
     known = true;
     render(true);
@@ -50,7 +50,11 @@ export async function refresh({ reset = false } = {}) {
     if (usual) cache.saveList(items);
     render(true);
   } catch {
-    // offline or signed out: keep the list we have
+    // offline or signed out: keep the list we have; an empty one is now known to be empty
+    if (!known && usual) {
+      known = true;
+      render(true);
+    }
   }
 }
 

@@ -180,11 +180,11 @@ function footer(m, text) {
     mark.textContent = "Sending…";
     foot.append(mark);
   } else if (m.role === "user") {
-    if (m.branch) foot.append(switcher(m.branch));
     if (text) foot.append(button("Copy", "copy", { title: "Copy the message" }));
     if (m.idle && m.seq != null && typeof m.content === "string") {
       foot.append(button("Edit", "edit", { title: "Edit and send again" }));
     }
+    if (m.branch) foot.append(switcher(m.branch));
   } else if (m.role === "assistant" && m.status !== "streaming") {
     if (m.branch) foot.append(switcher(m.branch));
     const note = statusNote(m);
