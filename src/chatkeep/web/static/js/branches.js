@@ -7,6 +7,7 @@
 // Every turn goes through the outbox and turns.js like any other send, so it is stored once.
 
 import { api } from "./api.js";
+import * as cache from "./cache.js";
 import { uuidv7 } from "./ids.js";
 import * as outbox from "./outbox.js";
 import { changed, sessionState } from "./state.js";
@@ -71,6 +72,7 @@ async function switchBranch(s, m, step) {
   s.meta = meta;
   s.messages = messages; // another branch: replaced, not merged
   s.cachedIds = null;
+  cache.saveChat(meta, messages);
   changed();
 }
 
