@@ -15,7 +15,15 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Locator,
+    Page,
+    expect,
+    sync_playwright,
+)
+from playwright.sync_api import Error as PlaywrightError
 from sqlalchemy import Connection
 
 from chatkeep.settings import Settings
@@ -290,11 +298,18 @@ def new_chat(browser: Browser) -> Iterator[Callable[..., Chat]]:
         return chat
 
     yield make
+    violations: list[str] = []
     for chat in opened:
+        try:
+            violations += chat.csp_violations()
+        except PlaywrightError:
+            pass  # the page is gone (closed by the test)
         chat.context.close()
         chat.api.close()
     errors = [error for chat in opened for error in chat.page_errors]
     assert not errors, f"uncaught errors in the page: {errors}"
+    # Nothing a test does, whatever the content, may trip the CSP (issue 9, item 1).
+    assert not violations, f"Content-Security-Policy violations: {violations}"
 
 
 @pytest.fixture
