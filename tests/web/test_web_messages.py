@@ -55,8 +55,22 @@ def test_copy_a_message_and_a_code_block_puts_the_exact_text_on_the_clipboard(
     chat.wait_replies(1)
 
     def clipboard() -> str:
-        text: str = chat.page.evaluate("navigator.clipboard.readText()")
+        """The clipboard once a write has landed (the click returns before it does)."""
+        text: str = chat.page.evaluate(
+            """async (before) => {
+                for (let i = 0; i < 200; i += 1) {
+                    const now = await navigator.clipboard.readText();
+                    if (now !== before) return now;
+                    await new Promise((resolve) => setTimeout(resolve, 25));
+                }
+                return before;
+            }""",
+            previous[0],
+        )
+        previous[0] = text
         return text
+
+    previous = [""]
 
     # Each button says "Copied" for a moment; recorded as it happens (a headless clipboard
     # write can stall the page for longer than the moment lasts).

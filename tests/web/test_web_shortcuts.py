@@ -44,6 +44,19 @@ def test_keyboard_shortcuts_and_the_question_mark_overlay(
     expect(chat.messages("assistant")).to_contain_text("word2 ")
     page.keyboard.press("Escape")
     expect(chat.messages("assistant")).to_have_attribute("data-status", "cancelled")
+    chat.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=chat.server.url)
+    page.keyboard.press("Control+Shift+C")
+    kept = chat.stored(chat.active_session_id())[1]["content"]
+    page.evaluate(
+        """async (wanted) => {
+            for (let i = 0; i < 200; i += 1) {
+                if ((await navigator.clipboard.readText()) === wanted) return;
+                await new Promise((resolve) => setTimeout(resolve, 25));
+            }
+            throw new Error("the last reply is not on the clipboard");
+        }""",
+        kept,
+    )
 
     session_id = chat.active_session_id()
     page.keyboard.press("Control+Shift+O")
