@@ -215,7 +215,8 @@ function render() {
   $("chat-title").textContent = title;
   document.title = s && !loading ? `${title} · chatkeep` : "chatkeep";
 
-  const unavailable = s?.loadFailed && !list.length ? "This chat cannot be loaded right now." : null;
+  const unavailable =
+    s?.loadFailed && !list.length ? "This chat cannot be loaded right now." : null;
   const notice = s?.deleted ? "Session was deleted" : state.notice || unavailable;
   $("export-chat").hidden = !s?.meta || Boolean(s.deleted); // a chat the server knows
   $("notice").hidden = !notice;

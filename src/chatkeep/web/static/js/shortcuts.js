@@ -1,6 +1,7 @@
 // Keyboard shortcuts (the ones ChatGPT users already know) and the `?` overlay that lists them.
 
 import { newChat } from "./chat.js";
+import { openDrawer } from "./sidebar.js";
 import { state, visibleSession } from "./state.js";
 import { stop } from "./turns.js";
 
@@ -14,8 +15,7 @@ function copyLastReply() {
 }
 
 function focusSearch() {
-  document.body.classList.add("sidebar-open"); // on a phone the search is in the drawer
-  $("scrim").hidden = !window.matchMedia("(max-width: 767px)").matches;
+  if (window.matchMedia("(max-width: 768px)").matches) openDrawer(); // the search is in it
   $("search").focus();
   $("search").select();
 }
@@ -66,7 +66,8 @@ function mod(e) {
 
 function typing(e) {
   const t = e.target;
-  return t instanceof HTMLElement && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName));
+  if (!(t instanceof HTMLElement)) return false;
+  return t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName);
 }
 
 function generating() {
@@ -106,7 +107,8 @@ function renderTable() {
 
 export function initShortcuts() {
   renderTable();
-  $("shortcuts").querySelector("[data-close]").addEventListener("click", () => $("shortcuts").close());
+  const dialog = $("shortcuts");
+  dialog.querySelector("[data-close]").addEventListener("click", () => dialog.close());
   document.addEventListener("keydown", (event) => {
     if (event.isComposing || $("app").hidden) return;
     const hit = SHORTCUTS.find((shortcut) => shortcut.test(event));
