@@ -228,7 +228,7 @@ function editor(text) {
   actions.className = "msg-editor-actions";
   actions.append(
     button("Cancel", "edit-cancel", { className: "btn btn-quiet" }),
-    button("Send", "edit-send", { className: "btn btn-primary" }),
+    button("Save and send", "edit-send", { className: "btn btn-primary" }),
   );
   box.append(area, actions);
   return box;
