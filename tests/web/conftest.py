@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from playwright.sync_api import (
 from playwright.sync_api import Error as PlaywrightError
 from sqlalchemy import Connection
 
+from chatkeep import web
 from chatkeep.settings import Settings
 from chatkeep.store import users
 from support.fake_upstream import FakeUpstream, run_fake_upstream
@@ -199,6 +201,27 @@ def fake(upstream: FakeUpstream) -> Iterator[FakeUpstream]:
 def fresh_server(tmp_path: Path, fake: FakeUpstream) -> Iterator[WebServer]:
     """A new instance with an empty database, so the page must offer the first-run form."""
     yield from serve(web_settings(tmp_path, openai_base_url=fake.base_url, demo_model=False))
+
+
+@dataclass
+class ReleasedServer(WebServer):
+    static: Path  # the page's files this server serves: edit them to make a "new release"
+
+
+@pytest.fixture
+def release_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeUpstream
+) -> Iterator[ReleasedServer]:
+    """A server of its own, serving a copy of the page's files, which a test may change."""
+    static = tmp_path / "static"
+    shutil.copytree(web.STATIC, static)
+    monkeypatch.setattr(web, "STATIC", static)
+    settings = web_settings(tmp_path, openai_base_url=fake.base_url, demo_model=False)
+    server = ServerThread(settings).start()
+    try:
+        yield ReleasedServer(server, settings, static)
+    finally:
+        server.stop()
 
 
 @pytest.fixture

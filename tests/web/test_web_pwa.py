@@ -11,7 +11,9 @@ import pytest
 from playwright.sync_api import Response, expect
 
 if TYPE_CHECKING:  # fixtures give the values; conftest is not imported at run time
-    from conftest import Chat, Shot
+    from collections.abc import Callable
+
+    from conftest import Chat, ReleasedServer, Shot
 
 pytestmark = pytest.mark.browser
 
@@ -88,3 +90,36 @@ def test_page_opens_offline_with_its_chats_and_sends_the_queue_once_when_back(
     stored = [m["content"] for m in chat.stored(session_id) if m["role"] == "user"]
     assert stored == ["Before going offline", "Written offline"]
     assert api_requests_served_by_the_worker == []
+
+
+def test_a_new_release_replaces_the_cached_app_and_offers_a_reload(
+    new_chat: Callable[..., Chat], release_server: ReleasedServer, shot: Shot
+) -> None:
+    """The worker's version follows the page's files: after a release (here, one changed file)
+    the next visit installs a new worker, which replaces the old cache and says so."""
+    chat = new_chat(release_server)
+    chat.open()
+    wait_for_the_worker(chat)
+    before = chat.page.evaluate("caches.keys()")
+    css = release_server.static / "css" / "app.css"
+    css.write_text(css.read_text() + "\n/* the next release */\n")
+
+    chat.page.reload()  # served by the old worker, which the browser checks against /sw.js
+    expect(chat.page.get_by_text("A new version of chatkeep is ready.")).to_be_visible()
+    shot(chat.page, "update")
+    after = chat.page.evaluate(
+        """async (old) => {  // the new worker deletes the old cache as it activates
+            for (let i = 0; i < 400; i += 1) {
+                const keys = await caches.keys();
+                if (!keys.includes(old)) return keys;
+                await new Promise((resolve) => setTimeout(resolve, 25));
+            }
+            return await caches.keys();
+        }""",
+        before[0],
+    )
+    assert len(before) == len(after) == 1 and before != after, "the old cache is gone"
+    chat.page.get_by_role("button", name="Reload").click()
+    expect(chat.input).to_be_visible()
+    served = chat.page.evaluate("fetch('/static/css/app.css').then((r) => r.text())")
+    assert "the next release" in served

@@ -66,7 +66,6 @@ def install(app: FastAPI) -> None:
     (a worker's scope is its own folder and below, so it must live at the root), and its files
     under ``/static``."""
     app.mount("/static", _Revalidated(directory=STATIC), name="static")
-    worker = service_worker()
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     @app.api_route("/c/{session_id}", methods=["GET", "HEAD"], include_in_schema=False)
@@ -81,6 +80,9 @@ def install(app: FastAPI) -> None:
 
     @app.api_route("/sw.js", methods=["GET", "HEAD"], include_in_schema=False)
     async def sw() -> Response:
+        # Made on each request (hashing the page's ~200 KB takes a millisecond): files replaced
+        # under a running server are a new version too.
+        worker = service_worker()
         headers = {
             "Cache-Control": "no-cache",  # the browser checks for a new release on each visit
             "Content-Security-Policy": "default-src 'self'",
