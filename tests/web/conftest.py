@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,9 +16,18 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Locator,
+    Page,
+    expect,
+    sync_playwright,
+)
+from playwright.sync_api import Error as PlaywrightError
 from sqlalchemy import Connection
 
+from chatkeep import web
 from chatkeep.settings import Settings
 from chatkeep.store import users
 from support.fake_upstream import FakeUpstream, run_fake_upstream
@@ -42,6 +53,26 @@ PHONE = {
 _names = itertools.count(1)
 
 expect.set_options(timeout=15_000)
+SHOTS = os.environ.get("CHATKEEP_SHOTS")  # a folder: tests that call shot() save a PNG there
+# Every Content-Security-Policy violation the page reports, kept for csp_violations().
+RECORD_CSP = """window.__csp = [];
+document.addEventListener("securitypolicyviolation", (e) =>
+  window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));"""
+
+
+Shot = Callable[[Page, str], None]
+
+
+@pytest.fixture
+def shot() -> Shot:
+    """``shot(page, name)``: a screenshot for docs/ when ``CHATKEEP_SHOTS=docs/screenshots``
+    is set (see docs/web.md); otherwise nothing, so the suite stays quick."""
+
+    def take(page: Page, name: str) -> None:
+        if SHOTS:
+            page.screenshot(path=str(Path(SHOTS) / f"{name}.png"))
+
+    return take
 
 
 def web_settings(tmp: Path, **overrides: Any) -> Settings:
@@ -172,6 +203,27 @@ def fresh_server(tmp_path: Path, fake: FakeUpstream) -> Iterator[WebServer]:
     yield from serve(web_settings(tmp_path, openai_base_url=fake.base_url, demo_model=False))
 
 
+@dataclass
+class ReleasedServer(WebServer):
+    static: Path  # the page's files this server serves: edit them to make a "new release"
+
+
+@pytest.fixture
+def release_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeUpstream
+) -> Iterator[ReleasedServer]:
+    """A server of its own, serving a copy of the page's files, which a test may change."""
+    static = tmp_path / "static"
+    shutil.copytree(web.STATIC, static)
+    monkeypatch.setattr(web, "STATIC", static)
+    settings = web_settings(tmp_path, openai_base_url=fake.base_url, demo_model=False)
+    server = ServerThread(settings).start()
+    try:
+        yield ReleasedServer(server, settings, static)
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def blank_page(browser: Browser) -> Iterator[Page]:
     """A desktop tab that nobody has signed in to."""
@@ -227,6 +279,10 @@ class Chat:
             timeout=15_000,
         )
 
+    def csp_violations(self) -> list[str]:
+        found: list[str] = self.page.evaluate("window.__csp || []")
+        return found
+
     def active_session_id(self) -> str:
         value = self.page.evaluate("localStorage.getItem('active_session_id')")
         assert isinstance(value, str)
@@ -256,6 +312,7 @@ def new_chat(browser: Browser) -> Iterator[Callable[..., Chat]]:
         account = server.new_account()
         context = browser.new_context(**(PHONE if phone else DESKTOP))
         server.sign_in(context, account)
+        context.add_init_script(RECORD_CSP)
         page = context.new_page()
         client = httpx.Client(base_url=server.url, headers=account.headers, timeout=30)
         chat = Chat(page, context, server, account, client)
@@ -264,11 +321,18 @@ def new_chat(browser: Browser) -> Iterator[Callable[..., Chat]]:
         return chat
 
     yield make
+    violations: list[str] = []
     for chat in opened:
+        try:
+            violations += chat.csp_violations()
+        except PlaywrightError:
+            pass  # the page is gone (closed by the test)
         chat.context.close()
         chat.api.close()
     errors = [error for chat in opened for error in chat.page_errors]
     assert not errors, f"uncaught errors in the page: {errors}"
+    # Nothing a test does, whatever the content, may trip the CSP (issue 9, item 1).
+    assert not violations, f"Content-Security-Policy violations: {violations}"
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from playwright.sync_api import APIResponse, Route, expect
 from support.fake_upstream import FakeUpstream
 
 if TYPE_CHECKING:  # fixtures give the values; conftest is not imported at run time
-    from conftest import Chat, WebServer
+    from conftest import Chat, Shot, WebServer
 
 pytestmark = pytest.mark.browser
 
@@ -221,3 +221,54 @@ def test_merge_by_id_keeps_optimistic_and_has_no_duplicates(chat: Chat) -> None:
     assert [(m["id"], m.get("seq")) for m in result["refetched"]] == [("a", 1), ("b", 2)]
     assert [m["id"] for m in result["stale"]] == ["a", "b"]
     assert [m["id"] for m in result["pending"]] == ["a", "b"]
+
+
+# Records every moment the page shows the new-chat page's texts (checked after each DOM change,
+# before any paint could show it), from the first byte of the document.
+RECORD_FLASHES = """window.__flashes = [];
+const FLASHES = [["chat-title", "New chat"], ["empty", "What's on your mind?"],
+                 ["sessions-empty", "No chats yet."]];
+new MutationObserver(() => {
+  for (const [id, text] of FLASHES) {
+    const el = document.getElementById(id);
+    if (el && el.checkVisibility() && el.textContent.includes(text)) window.__flashes.push(text);
+  }
+}).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});"""
+
+
+def test_reload_of_a_chat_shows_a_neutral_loading_state_never_the_new_chat_page(
+    chat: Chat, shot: Shot
+) -> None:
+    """Issue 9, item 3: reloading /c/<id> never flashes "New chat", "What's on your mind?" or
+    "No chats yet." before the chat is known: neutral placeholders until it loads."""
+    chat.send("Remember this")
+    chat.wait_replies(1)
+    session_id = chat.active_session_id()
+    title = chat.sessions()[0]["title"]
+    chat.context.add_init_script(RECORD_FLASHES)
+    chat.page.reload()
+    expect(chat.page.locator("#chat-title")).to_have_text(title)
+    expect(chat.texts("user")).to_have_text(["Remember this"])
+    expect(chat.page.locator(f'.session-item[data-session-id="{session_id}"]')).to_be_visible()
+    assert chat.page.evaluate("window.__flashes") == []
+    # The same with nothing kept from the last visit (a new device, a cleared cache), and a
+    # server slow to answer: placeholders until the chat is known.
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    chat.page.route(f"**/api/sessions/{session_id}", hold)
+    # Cleared as the next page starts: the old one may still write its cache until it unloads.
+    chat.context.add_init_script("localStorage.clear()")
+    chat.page.reload()
+    wait_for(chat, held)
+    expect(chat.page.get_by_role("status", name="Loading chat")).to_be_visible()
+    shot(chat.page, "loading")
+    for route in held:
+        route.continue_()
+    chat.page.unroute(f"**/api/sessions/{session_id}")
+    expect(chat.texts("user")).to_have_text(["Remember this"])
+    expect(chat.page.get_by_role("status", name="Loading chat")).to_be_hidden()
+    expect(chat.page.locator("#chat-title")).to_have_text(title)
+    assert chat.page.evaluate("window.__flashes") == []

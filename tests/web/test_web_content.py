@@ -90,6 +90,7 @@ def test_message_content_cannot_run_script(chat: Chat) -> None:
     chat.page.wait_for_timeout(300)
     assert dialogs == []
     assert chat.page.evaluate("typeof window.alert") == "function"
+    assert chat.csp_violations() == []  # the markup was never parsed with its handlers
 
 
 MARKDOWN_REPLY = """## Steps

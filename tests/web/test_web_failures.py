@@ -14,7 +14,7 @@ from playwright.sync_api import Request, Route, expect
 from support.fake_upstream import FakeUpstream
 
 if TYPE_CHECKING:  # fixtures give the values; conftest is not imported at run time
-    from conftest import Chat
+    from conftest import Chat, Shot
 
 pytestmark = pytest.mark.browser
 
@@ -261,3 +261,55 @@ def test_session_deleted_mid_stream_says_so(chat: Chat, fake: FakeUpstream) -> N
     chat.page.get_by_role("button", name="Start a new chat").click()
     expect(chat.page.get_by_text("Session was deleted")).to_be_hidden()
     assert chat.page.url == chat.server.url + "/"
+
+
+def test_session_deleted_mid_stream_keeps_the_words_shown_and_marks_the_reply_stopped(
+    chat: Chat, fake: FakeUpstream, shot: Shot
+) -> None:
+    """Issue 9, item 2: the words already on screen stay when the chat is deleted elsewhere; the
+    cursor ends (no `streaming` reply left) and the reply says `Stopped`."""
+    slow(fake, ENDLESS_REPLY)
+    chat.send("Hello")
+    reply = chat.messages("assistant")
+    expect(reply).to_contain_text("word3 ")
+    assert chat.api.delete(f"/api/sessions/{chat.active_session_id()}").status_code == 204
+    expect(chat.page.get_by_text("Session was deleted")).to_be_visible()
+    expect(reply).to_have_attribute("data-status", "cancelled")
+    expect(reply).not_to_have_class(re.compile(r"\bstreaming\b"))
+    expect(chat.texts("assistant")).to_contain_text("word0 word1 word2 word3")
+    expect(reply.get_by_text("Stopped")).to_be_visible()
+    expect(chat.texts("user")).to_have_text("Hello")
+    expect(chat.page.get_by_role("button", name="Stop")).to_be_hidden()
+    shot(chat.page, "deleted-mid-stream")
+
+
+def test_stop_shows_from_the_moment_of_sending_and_before_the_first_token_cancels_empty(
+    chat: Chat, fake: FakeUpstream
+) -> None:
+    """Issue 9, item 5: Stop is visible in the same tick as Send, before the server answers; a
+    stop before the first token leaves a `cancelled` reply with empty text, and the user's
+    message is kept."""
+    fake.set(ttft_s=30)  # a model that thinks for a long time
+    chat.input.fill("Think hard")
+    shown = chat.page.evaluate(
+        """async () => {
+            document.getElementById("send").click();
+            await new Promise((resolve) => queueMicrotask(resolve));  // one render
+            const stop = document.getElementById("stop");
+            const visible = !stop.hidden && stop.checkVisibility();
+            stop.click();  // nothing has come back from the server yet
+            return visible;
+        }"""
+    )
+    assert shown, "Stop is visible as soon as the turn is sent"
+    reply = chat.messages("assistant")
+    expect(reply).to_have_attribute("data-status", "cancelled")
+    expect(chat.texts("assistant")).to_have_text("")
+    expect(reply.get_by_text("Stopped")).to_be_visible()
+    expect(chat.page.get_by_role("button", name="Stop")).to_be_hidden()
+    expect(chat.send_button).to_be_enabled()
+    stored = chat.stored(chat.active_session_id())
+    assert [(m["role"], m["status"], m["content"]) for m in stored] == [
+        ("user", "complete", "Think hard"),
+        ("assistant", "cancelled", ""),
+    ]

@@ -3,6 +3,7 @@
 // cookie) that every unsafe request must echo in X-CSRF-Token.
 
 import { ApiError, NetworkError, api, setCsrfToken, sleep } from "./api.js";
+import { forget, lastUser, rememberUser } from "./cache.js";
 import { ACTIVE_KEY } from "./chat.js";
 
 const $ = (id) => document.getElementById(id);
@@ -63,6 +64,7 @@ async function onSubmit(event) {
     const path = mode === "setup" ? "/api/auth/setup" : "/api/auth/login";
     const result = await api.post(path, { name, password }, { retries: 0 });
     setCsrfToken(result.csrf_token);
+    rememberUser(result.user);
     form.reset();
     $("auth-screen").hidden = true;
     signedIn(result.user);
@@ -77,23 +79,35 @@ async function onSubmit(event) {
   }
 }
 
-/** Find out who we are; show a form, or call `onSignedIn(user)`. */
+/** Find out who we are; show a form, or call `onSignedIn(user)`. When the server cannot be
+ * reached, the user signed in last time starts the page from its cache (it opens offline:
+ * issue 9, item 4) while we keep asking; the server's answer, once it comes, decides. */
 export async function bootAuth(onSignedIn) {
   signedIn = onSignedIn;
   $("auth-form").addEventListener("submit", onSubmit);
+  let offlineUser = null;
   for (let attempt = 0; ; attempt += 1) {
+    let status;
     try {
-      const status = await api.get("/api/auth/status", { retries: 0 });
-      if (status.user) {
-        setCsrfToken(status.csrf_token);
-        onSignedIn(status.user);
-      } else {
-        showAuthForm(status.needs_setup ? "setup" : "login");
-      }
-      return;
+      status = await api.get("/api/auth/status", { retries: 0 });
     } catch {
+      if (!offlineUser && lastUser()) {
+        offlineUser = lastUser();
+        onSignedIn(offlineUser);
+      }
       await sleep(Math.min(10000, 1000 * 2 ** attempt));
+      continue;
     }
+    if (status.user) {
+      setCsrfToken(status.csrf_token);
+      rememberUser(status.user);
+      if (!offlineUser) onSignedIn(status.user);
+      else if (offlineUser.name !== status.user.name) location.reload();
+    } else {
+      forget();
+      showAuthForm(status.needs_setup ? "setup" : "login");
+    }
+    return;
   }
 }
 
@@ -104,6 +118,7 @@ export async function signOut() {
     // signed out here either way
   }
   setCsrfToken(null);
+  forget();
   localStorage.removeItem(ACTIVE_KEY);
   location.assign("/");
 }

@@ -3,7 +3,10 @@
 // notices, and the composer's enabled state. Sending lives in composer.js and turns.js.
 
 import { ApiError, api } from "./api.js";
+import { handleAction, loadTree } from "./branches.js";
+import * as cache from "./cache.js";
 import { mergeMessages } from "./merge.js";
+import { defaultModel as preferredModel } from "./prefs.js";
 import * as outbox from "./outbox.js";
 import { changed, sessionState, state, subscribe, visibleSession } from "./state.js";
 import { attachFromDetail, discard, hooks, isWorking, kick, retry, stop } from "./turns.js";
@@ -36,7 +39,7 @@ export function newChat({ push = true } = {}) {
   state.sessionId = null;
   state.notice = null;
   setLocation(null, push);
-  selectModel(lastUsedModel(state.models) || state.defaultModel);
+  selectModel(newChatModel());
   sidebar.setActive(null);
   changed();
   $("input").focus();
@@ -59,9 +62,27 @@ export async function openSession(sessionId, { push = true } = {}) {
   setLocation(sessionId, push);
   sidebar.setActive(sessionId);
   const s = sessionState(sessionId);
+  const kept = !s.loaded && cache.loadChat(sessionId);
+  if (kept) {
+    // Shown at once from the last visit (and offline); the fetch below merges over it by id.
+    const { messages, ...meta } = kept;
+    s.meta = meta;
+    s.messages = mergeMessages(s.messages, messages);
+    s.loaded = true;
+    s.cachedIds = new Set(messages.map((m) => m.id));
+  }
   if (s.meta?.model) selectModel(s.meta.model);
   changed();
   await refresh(sessionId);
+}
+
+/** Keep the chat for opening offline; a reply still streaming is not a state worth keeping. */
+function keep(s) {
+  if (!s.meta || s.deleted) return;
+  cache.saveChat(
+    s.meta,
+    s.messages.filter((m) => m.status !== "streaming"),
+  );
 }
 
 /** Fetch a chat and merge it with what this page knows: a refetch never drops a message the
@@ -69,6 +90,7 @@ export async function openSession(sessionId, { push = true } = {}) {
 export async function refresh(sessionId) {
   const s = sessionState(sessionId);
   if (s.deleted) return;
+  const version = s.pathVersion;
   let detail;
   try {
     detail = await api.get(`/api/sessions/${sessionId}`, { retries: 1 });
@@ -76,20 +98,37 @@ export async function refresh(sessionId) {
     if (err instanceof ApiError && (err.status === 404 || err.status === 410)) {
       // Unknown to the server but still in our outbox: a new chat whose first turn is queued.
       if (err.status === 404 && (outbox.firstFor(sessionId) || s.newFields)) return;
+      cache.dropChat(sessionId);
       s.deleted = true;
       outbox.dropSession(sessionId);
       changed();
       return;
     }
-    return; // offline or a server error: keep showing what we have
+    // Offline or a server error: keep showing what we have, or say it cannot be loaded yet.
+    if (!s.loaded) {
+      s.loadFailed = true;
+      changed();
+    }
+    return;
   }
+  if (version !== s.pathVersion) return; // the user switched versions meanwhile (branches.js)
   const { messages, ...meta } = detail;
   s.meta = meta;
   s.loaded = true;
-  s.messages = mergeMessages(s.messages, messages);
+  s.loadFailed = false;
+  // The cache is an old answer, not news: the server's path replaces it (another version may
+  // have been chosen since). Messages the page learnt itself are merged by id (TC-4.1).
+  const cached = s.cachedIds || new Set();
+  s.messages = mergeMessages(
+    s.messages.filter((m) => !cached.has(m.id)),
+    messages,
+  );
+  s.cachedIds = null;
   if (sessionId === state.sessionId && meta.model) selectModel(meta.model);
   if (attachFromDetail(s, detail) && !isWorking(sessionId)) kick(sessionId);
+  keep(s);
   changed();
+  loadTree(s).catch(() => {}); // the other versions, for ‹ 1/2 ›; without them, none is shown
 }
 
 function sessionGone(sessionId) {
@@ -101,14 +140,21 @@ function sessionGone(sessionId) {
 
 export async function loadModels() {
   const select = $("model");
+  let listed = null;
   try {
-    const { models, default: fallback, providers = [] } = await api.get("/api/models");
-    state.models = models;
-    state.providers = providers;
-    state.defaultModel = lastUsedModel(models) || fallback || models[0]?.id || null;
+    listed = await api.get("/api/models");
+    cache.saveModels(listed);
   } catch {
-    state.models = [];
+    listed = cache.loadModels(); // offline: the models seen last time
   }
+  state.models = listed?.models || [];
+  state.providers = listed?.providers || [];
+  state.serverDefaultModel = listed?.default || state.models[0]?.id || null;
+  // A default chosen in Settings wins; else the model this user chose last (issue 8, item 3).
+  const preferred = preferredModel();
+  state.defaultModel = state.models.some((m) => m.id === preferred)
+    ? preferred
+    : lastUsedModel(state.models) || state.serverDefaultModel;
   select.replaceChildren(
     ...state.models.map((m) => {
       const option = document.createElement("option");
@@ -120,6 +166,13 @@ export async function loadModels() {
   recheckLater(loadModels, showProviderState(select, state.providers || []));
   const s = visibleSession();
   selectModel(s?.meta?.model || state.defaultModel);
+}
+
+/** A new chat's model: the default chosen in Settings, else the one this user chose last. */
+function newChatModel() {
+  const preferred = preferredModel();
+  if (state.models.some((m) => m.id === preferred)) return preferred;
+  return lastUsedModel(state.models) || state.defaultModel;
 }
 
 function selectModel(modelId) {
@@ -159,43 +212,58 @@ function titleOf(s) {
 function render() {
   const s = visibleSession();
   const list = s ? viewMessages(s) : [];
+  // A chat opened by its URL is not known until it loads: neutral placeholders meanwhile,
+  // never the new-chat page's "New chat" / "What's on your mind?" (issue 9, item 3).
+  const loading = Boolean(s) && !s.loaded && !s.deleted && !s.loadFailed && !list.length;
+  $("chat-loading").hidden = !loading;
+  $("chat-title").classList.toggle("loading", loading);
   const scroller = $("chat-scroll");
   const nearBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 120;
   const added = renderMessages($("messages"), list);
-  $("empty").hidden = list.length > 0 || Boolean(s?.deleted);
+  $("empty").hidden = loading || list.length > 0 || Boolean(s?.deleted || s?.loadFailed);
   if (nearBottom || added) scroller.scrollTop = scroller.scrollHeight;
 
-  const title = titleOf(s);
+  const title = loading ? "" : titleOf(s);
   $("chat-title").textContent = title;
-  document.title = s ? `${title} · chatkeep` : "chatkeep";
+  document.title = s && !loading ? `${title} · chatkeep` : "chatkeep";
 
-  const notice = s?.deleted ? "Session was deleted" : state.notice;
+  const unavailable =
+    s?.loadFailed && !list.length ? "This chat cannot be loaded right now." : null;
+  const notice = s?.deleted ? "Session was deleted" : state.notice || unavailable;
+  $("export-chat").hidden = !s?.meta || Boolean(s.deleted); // a chat the server knows
   $("notice").hidden = !notice;
   $("notice-text").textContent = notice || "";
 
   const activity = s?.activity || "idle";
   $("send").disabled = activity !== "idle" || Boolean(s?.deleted);
-  const streaming = Boolean(s?.live) && activity === "streaming";
-  $("stop").hidden = !streaming;
-  $("stop").disabled = Boolean(s?.live?.stopping);
+  // Stop from the moment the turn is sent: a slow model can be stopped while it thinks.
+  $("stop").hidden = activity === "idle" || Boolean(s?.deleted);
+  $("stop").disabled = Boolean(s?.live?.stopping || s?.stopWanted);
   const status = $("generating");
   status.hidden = activity === "idle";
   status.textContent = activity === "sending" ? "Sending..." : "Generating...";
 }
 
-async function copyText(text) {
+/** Copy `text`; the button says "Copied" at once and for two seconds after the write. */
+async function copyText(text, button) {
+  const label = button?.dataset.label || button?.textContent;
+  if (button) {
+    button.dataset.label = label;
+    button.textContent = "Copied";
+  }
   try {
     await navigator.clipboard.writeText(text);
   } catch {
-    // clipboard refused (not focused, or permissions): nothing else to do
+    if (button) button.textContent = "Copy failed"; // not focused, or no permission
   }
+  if (button) setTimeout(() => (button.textContent = label), 2000);
 }
 
 function onMessageClick(event) {
   const target = event.target.closest("button");
   if (!target) return;
   if (target.classList.contains("copy-code")) {
-    copyText(target.parentElement.querySelector("pre")?.textContent || "");
+    copyText(target.parentElement.querySelector("pre")?.textContent || "", target);
     return;
   }
   const article = target.closest("article[data-message-id]");
@@ -204,7 +272,8 @@ function onMessageClick(event) {
   if (!id || !action) return;
   if (action === "retry") retry(id);
   else if (action === "discard") discard(id);
-  else if (action === "copy") copyText(messageText(viewMessages(visibleSession()), id));
+  else if (action === "copy") copyText(messageText(viewMessages(visibleSession()), id), target);
+  else handleAction(state.sessionId, action, id, target);
 }
 
 export function initChat() {
@@ -213,7 +282,11 @@ export function initChat() {
   hooks.sessionConfirmed = () => sidebar.refresh();
   hooks.replyFinished = (sessionId) => {
     sidebar.refresh(); // new title, new order
-    if (!sessionState(sessionId).meta) refresh(sessionId);
+    const s = sessionState(sessionId);
+    if (!s.meta || s.branched) {
+      s.branched = false; // an edit or a regeneration: fetch the new path and its versions
+      refresh(sessionId);
+    } else keep(s);
   };
   $("messages").addEventListener("click", onMessageClick);
   $("stop").addEventListener("click", () => state.sessionId && stop(state.sessionId));

@@ -24,7 +24,8 @@ export function submit() {
   const current = visibleSession();
   if (sending || (current && (current.activity !== "idle" || current.deleted))) return false;
   const input = $("input");
-  const text = input.value.trim();
+  // Sent as typed (indentation, blank lines): only a message of nothing but spaces is refused.
+  const text = input.value.trim() ? input.value : "";
   if (!text && !attachments.length) return false;
   sending = true;
   $("send").disabled = true;

@@ -2,13 +2,26 @@
 
 import { setUnauthorizedHandler } from "./api.js";
 import { bootAuth, showAuthForm, signOut } from "./auth.js";
-import { initChat, initialSessionId, loadModels, newChat, openSession } from "./chat.js";
+import { useCache } from "./cache.js";
+import {
+  initChat,
+  initialSessionId,
+  loadModels,
+  newChat,
+  openSession,
+  refresh as refreshChat,
+} from "./chat.js";
 import { initComposer } from "./composer.js";
+import { initExport } from "./export.js";
 import { initNetwork, onNetworkChange } from "./net.js";
 import { useOutbox } from "./outbox.js";
 import { initSidebar, refresh as refreshSidebar } from "./sidebar.js";
 import { changed, state } from "./state.js";
-import { kickAll } from "./turns.js";
+import { usePrefs } from "./prefs.js";
+import { registerWorker } from "./pwa.js";
+import { initSettings } from "./settings.js";
+import { initShortcuts } from "./shortcuts.js";
+import { isWorking, kickAll } from "./turns.js";
 
 const $ = (id) => document.getElementById(id);
 let started = false;
@@ -23,6 +36,8 @@ function start(user) {
   started = true;
   state.user = user;
   useOutbox(user.name);
+  useCache(user.name);
+  usePrefs(user.name);
   $("user-name").textContent = user.name;
   $("auth-screen").hidden = true;
   $("app").hidden = false;
@@ -33,7 +48,13 @@ function start(user) {
   else newChat({ push: false });
   kickAll(); // what the outbox kept from before the reload
   onNetworkChange((online) => {
-    if (online) kickAll();
+    if (online) {
+      // Back online (perhaps after opening offline): send the queue, then catch up.
+      kickAll();
+      refreshSidebar();
+      if (state.sessionId && !isWorking(state.sessionId)) refreshChat(state.sessionId);
+      if (!state.models.length) loadModels();
+    }
     changed();
   });
 }
@@ -42,8 +63,12 @@ initNetwork();
 initChat();
 initComposer();
 initSidebar();
+initSettings();
+initShortcuts();
+initExport();
 $("sign-out").addEventListener("click", signOut);
 setUnauthorizedHandler(() => {
   if (started) showAuthForm("login", "Your sign-in has expired. Sign in again.");
 });
 bootAuth(start);
+registerWorker();

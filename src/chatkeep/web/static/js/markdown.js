@@ -7,6 +7,15 @@ import DOMPurify from "../vendor/dompurify/purify.es.js";
 import { Marked } from "../vendor/marked/marked.esm.js";
 
 const marked = new Marked({ gfm: true, breaks: true, async: false });
+const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+// Raw HTML in a reply is shown as the text it is (as ChatGPT does), not parsed: markup a model
+// repeats from the user (`<img onerror=…>`) then never even reaches a parser that would log a
+// CSP violation for its handler (issue 9, item 1). DOMPurify below stays the guarantee.
+marked.use({
+  renderer: {
+    html: ({ text }) => text.replace(/[&<>"']/g, (c) => ESCAPES[c]),
+  },
+});
 
 const PURIFY = {
   USE_PROFILES: { html: true },

@@ -2,6 +2,7 @@
 // more", and per-chat actions: rename, pin, archive, delete. On a phone it is a drawer.
 
 import { api } from "./api.js";
+import * as cache from "./cache.js";
 import { newChat, openSession, setSidebar } from "./chat.js";
 import * as outbox from "./outbox.js";
 import { decorate, loadHits } from "./search.js";
@@ -16,6 +17,7 @@ let unpinnedLoaded = 0;
 let cursor = null;
 let generation = 0; // a newer load wins over a slower older one
 let lastSignature = "";
+let known = false; // false until the server (or the offline cache) has said what the chats are
 
 function listParams(extra) {
   const params = { archived: String(view === "archived"), ...extra };
@@ -28,6 +30,12 @@ function listParams(extra) {
 export async function refresh({ reset = false } = {}) {
   const token = ++generation;
   const limit = Math.min(200, reset ? PAGE : Math.max(PAGE, unpinnedLoaded));
+  const usual = view === "chats" && !query; // the list the cache keeps
+  if (!known && usual && cache.loadList()?.length) {
+    items = cache.loadList(); // the list as last seen: at once, and offline (issue 9, item 4)
+    known = true;
+    render(true);
+  }
   try {
     let pinned = [];
     if (view === "chats" && !query) {
@@ -41,9 +49,15 @@ export async function refresh({ reset = false } = {}) {
     items = [...pinned, ...page.sessions];
     unpinnedLoaded = page.sessions.length;
     cursor = page.next_cursor;
+    known = true;
+    if (usual) cache.saveList(items);
     render(true);
   } catch {
-    // offline or signed out: keep the list we have
+    // offline or signed out: keep the list we have; an empty one is now known to be empty
+    if (!known && usual) {
+      known = true;
+      render(true);
+    }
   }
 }
 
@@ -91,15 +105,21 @@ function queuedChats() {
 
 function render(force = false) {
   const shown = [...queuedChats(), ...items];
-  const signature = JSON.stringify([view, state.sessionId, shown.map((s) => [s.id, s.title, s.pinned])]);
+  const signature = JSON.stringify([
+    view,
+    known,
+    state.sessionId,
+    shown.map((s) => [s.id, s.title, s.pinned]),
+  ]);
   if (!force && signature === lastSignature) return;
   lastSignature = signature;
   const list = $("session-list");
   list.replaceChildren(...shown.map(itemElement));
   setActive(state.sessionId);
   $("load-more").hidden = !cursor;
+  list.setAttribute("aria-busy", String(!known && !shown.length));
   const empty = $("sessions-empty");
-  empty.hidden = shown.length > 0;
+  empty.hidden = shown.length > 0 || !known; // not "No chats yet." before we know (item 3)
   if (query) empty.textContent = "No chats match.";
   else empty.textContent = view === "archived" ? "No archived chats." : "No chats yet.";
 }
@@ -149,7 +169,7 @@ function badge(text, kind) {
 }
 
 function closeMenus() {
-  for (const menu of document.querySelectorAll(".session-menu")) menu.remove();
+  for (const menu of document.querySelectorAll(".session-item .session-menu")) menu.remove();
   for (const b of document.querySelectorAll(".session-more")) b.setAttribute("aria-expanded", "false");
 }
 

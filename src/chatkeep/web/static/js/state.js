@@ -9,7 +9,8 @@ export const state = {
   sessionId: null, // the visible session; null for a new, empty chat
   sessions: new Map(),
   models: [],
-  defaultModel: null,
+  defaultModel: null, // for a new chat: the user's choice in Settings, else the server's
+  serverDefaultModel: null,
   notice: null, // {text, kind} shown above the messages of the visible chat
 };
 

@@ -62,6 +62,7 @@ async function work(sessionId) {
   } finally {
     running.delete(sessionId);
     s.sendingId = null;
+    s.stopWanted = false;
     s.activity = s.live ? "streaming" : "idle";
     changed();
   }
@@ -104,6 +105,10 @@ async function runTurn(entry) {
           attempt -= 1;
           continue;
         }
+        if (error.code === "idempotency_conflict" && retriedWithParent(entry)) {
+          attempt -= 1;
+          continue;
+        }
         if (!error.retryable) return fail(entry, error.message);
         retryAfter = error.retryAfter;
         failure = error.message;
@@ -115,6 +120,16 @@ async function runTurn(entry) {
     if (attempt + 1 >= TURN_ATTEMPTS) return fail(entry, failure);
     await sleep(backoffMs(attempt, retryAfter));
   }
+}
+
+/** A regeneration repeats its user message's body exactly (a replay, G1). The page cannot know
+ * whether that message was first sent with an explicit parent_id (an edit) or without (the
+ * active leaf), so it tries without, then once with the stored parent. */
+function retriedWithParent(entry) {
+  if (entry.regenerate === undefined || "parent_id" in entry.body.message) return false;
+  entry.body.message.parent_id = entry.regenerate;
+  outbox.update(entry.id, { body: entry.body });
+  return true;
 }
 
 function pause(s) {
@@ -178,6 +193,12 @@ function startLive(s, reply) {
   s.messages = upsertMessage(s.messages, reply);
   s.live = { replyId: reply.id, text: "", offset: 0, following: true, stopping: false };
   setActivity(s, "streaming");
+  if (s.stopWanted) {
+    // Stop was pressed while the turn was on its way: the reply exists now, so cancel it
+    // (before its first token it is kept as a `cancelled` reply with no text).
+    s.stopWanted = false;
+    stop(s.id);
+  }
 }
 
 function applyDelta(s, eventId, text) {
@@ -220,7 +241,19 @@ function replyFailed(s, data) {
 function sessionGone(sessionId) {
   const s = sessionState(sessionId);
   s.deleted = true;
+  if (s.live) {
+    // Deleted elsewhere mid-stream (G5): the words already shown stay on screen, the cursor
+    // ends, and the reply says it was stopped.
+    const known = s.messages.find((m) => m.id === s.live.replyId);
+    s.messages = upsertMessage(s.messages, {
+      ...(known || { id: s.live.replyId, role: "assistant" }),
+      content: s.live.text,
+      status: "cancelled",
+      error: { code: "session_deleted", message: "Session was deleted" },
+    });
+  }
   s.live = null;
+  s.stopWanted = false;
   outbox.dropSession(sessionId);
   setActivity(s, "idle");
   hooks.sessionGone(sessionId);
@@ -310,6 +343,11 @@ export function attachFromDetail(s, detail) {
 export async function stop(sessionId) {
   const s = sessionState(sessionId);
   const live = s.live;
+  if (!live && s.activity === "sending") {
+    s.stopWanted = true; // cancelled as soon as the reply starts (see startLive)
+    changed();
+    return;
+  }
   if (!live || live.stopping) return;
   live.stopping = true;
   changed();

@@ -2,6 +2,7 @@
 // the outbox (optimistic), with the streaming reply's live text. Elements are keyed by message id
 // and updated in place, so a refetch or a replayed event can never show one message twice.
 
+import { branchOf } from "./branches.js";
 import { renderMarkdown, safeImageUrl } from "./markdown.js";
 import { reasoningBlock, reasoningSignature } from "./reasoning.js";
 import * as outbox from "./outbox.js";
@@ -33,7 +34,15 @@ export function viewMessages(s) {
     if (index === -1) list.push({ ...live, ...thought });
     else list[index] = { ...list[index], content: live.content, status: "streaming", ...thought };
   }
-  return list;
+  // What each message offers: its ‹ n/N › versions, being edited, Continue on the last one.
+  const idle = s.activity === "idle" && !s.deleted;
+  return list.map((m, i) => ({
+    ...m,
+    branch: branchOf(s, m),
+    editing: s.editingId === m.id,
+    last: i === list.length - 1,
+    idle,
+  }));
 }
 
 function signature(m) {
@@ -44,7 +53,11 @@ function signature(m) {
           .map((p) => (p.type === "text" ? p.text.length : `${p.image_url?.url?.slice(-32)}`))
           .join(",");
   const thought = reasoningSignature(m);
-  return [m.role, m.status, m.pending || "", m.error?.message || "", content, thought].join("|");
+  const branch = m.branch ? `${m.branch.index}/${m.branch.count}` : "";
+  const offers = [branch, m.editing, m.last, m.idle].join(",");
+  return [m.role, m.status, m.pending || "", m.error?.message || "", content, thought, offers].join(
+    "|",
+  );
 }
 
 /** Reconcile `container`'s children with `list`; returns whether anything was added. */
@@ -113,10 +126,22 @@ function fill(el, m) {
   const thought = reasoningBlock(m);
   if (thought) body.append(thought);
   const text = textOf(m.content);
+  if (m.editing) {
+    body.append(editor(text));
+    el.append(body);
+    return;
+  }
   if (text || m.role === "assistant") {
     const content = document.createElement("div");
-    content.className = "msg-content markdown";
-    content.append(renderMarkdown(text));
+    if (m.role === "user") {
+      // The user's words exactly as typed: text, never markup (issue 9, item 1). Someone asking
+      // about `<details>` or `<script>` must see what they wrote, not a widget or a blank.
+      content.className = "msg-content plain";
+      content.textContent = text;
+    } else {
+      content.className = "msg-content markdown";
+      content.append(renderMarkdown(text));
+    }
     body.append(content);
   }
   el.append(body);
@@ -161,12 +186,59 @@ function footer(m, text) {
     mark.title = "Sending";
     mark.textContent = "Sending…";
     foot.append(mark);
+  } else if (m.role === "user") {
+    if (text) foot.append(button("Copy", "copy", { title: "Copy the message" }));
+    if (m.idle && m.seq != null && typeof m.content === "string") {
+      foot.append(button("Edit", "edit", { title: "Edit and send again" }));
+    }
+    if (m.branch) foot.append(switcher(m.branch));
   } else if (m.role === "assistant" && m.status !== "streaming") {
+    if (m.branch) foot.append(switcher(m.branch));
     const note = statusNote(m);
     if (note) foot.append(note);
     if (text) foot.append(button("Copy", "copy", { title: "Copy the reply as markdown" }));
+    if (m.idle && m.parent_id) {
+      foot.append(button("Regenerate", "regenerate", { title: "Write this reply again" }));
+    }
+    if (m.idle && m.last && (m.status === "interrupted" || m.status === "cancelled")) {
+      foot.append(button("Continue", "continue", { title: "Ask the model to go on" }));
+    }
   }
   return foot.childElementCount ? foot : null;
+}
+
+/** ‹ 2/3 ›: which version of this message is shown, and the way to the others. */
+function switcher({ index, count }) {
+  const box = document.createElement("span");
+  box.className = "branch-switcher";
+  const prev = button("‹", "prev-branch", { title: "Previous version" });
+  prev.setAttribute("aria-label", "Previous version");
+  prev.disabled = index <= 1;
+  const label = document.createElement("span");
+  label.className = "branch-label";
+  label.textContent = `${index}/${count}`;
+  const next = button("›", "next-branch", { title: "Next version" });
+  next.setAttribute("aria-label", "Next version");
+  next.disabled = index >= count;
+  box.append(prev, label, next);
+  return box;
+}
+
+function editor(text) {
+  const box = document.createElement("div");
+  box.className = "msg-editor";
+  const area = document.createElement("textarea");
+  area.value = text;
+  area.rows = Math.min(12, text.split("\n").length + 1);
+  area.setAttribute("aria-label", "Edit message");
+  const actions = document.createElement("div");
+  actions.className = "msg-editor-actions";
+  actions.append(
+    button("Cancel", "edit-cancel", { className: "btn btn-quiet" }),
+    button("Save and send", "edit-send", { className: "btn btn-primary" }),
+  );
+  box.append(area, actions);
+  return box;
 }
 
 function statusNote(m) {
