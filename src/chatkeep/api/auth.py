@@ -7,6 +7,7 @@ import hmac
 
 from fastapi import Request
 
+from chatkeep.api.shared_limits import enforce
 from chatkeep.problems import CsrfFailed, Unauthorized
 from chatkeep.store import users
 from chatkeep.store.engine import Database
@@ -21,7 +22,7 @@ _SAFE = {"GET", "HEAD", "OPTIONS"}
 async def current_user(request: Request) -> Principal:
     db: Database = request.app.state.db
     principal = await _authenticate(request, db)
-    request.app.state.rate_limiter.hit(f"user:{principal.user_pk}")
+    await enforce(request.app.state.rate_limiter, f"user:{principal.user_pk}")
     request.state.principal = principal
     return principal
 
