@@ -22,7 +22,6 @@ from support.fake_upstream import FakeUpstream, run_fake_upstream  # noqa: E402
 from support.postgres import require_postgres  # noqa: E402
 
 
-
 @pytest.fixture(scope="module")
 def fake_upstream() -> Iterator[FakeUpstream]:
     with run_fake_upstream() as upstream:
@@ -53,13 +52,13 @@ def cluster(
 
 @pytest.fixture(scope="module")
 def account_pool(cluster: Cluster) -> list[Account]:
-    return asyncio.run(new_accounts(cluster.database_url, 40, "cl"))
+    return asyncio.run(new_accounts(cluster.database_url, 16, "cl"))
 
 
 @pytest.fixture
 def accounts(account_pool: list[Account]) -> list[Account]:
     """Fresh accounts per test: rate limits and audit checks do not leak between tests."""
-    taken, account_pool[:] = account_pool[:4], account_pool[4:]
+    taken, account_pool[:] = account_pool[:2], account_pool[2:]
     return taken
 
 

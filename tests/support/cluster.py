@@ -68,6 +68,7 @@ class Cluster:
         redis: bool = True,
         env: Mapping[str, str] | None = None,
         port: int | None = None,
+        postgres: PostgresCluster | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.replica_count = replicas
@@ -75,7 +76,9 @@ class Cluster:
         self.extra_env = dict(env or {})
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.postgres: PostgresCluster | None = None
+        # A cluster given by the caller (the benchmark's durable one) is the caller's to stop.
+        self.postgres: PostgresCluster | None = postgres
+        self._own_postgres = postgres is None
         self.database_url = ""
         self.redis_port = free_port()
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0" if redis else ""
@@ -100,8 +103,10 @@ class Cluster:
         os.chmod(self.run_dir, 0o755)  # nginx's workers run as an unprivileged user
         try:
             # synchronous_commit on: a commit chatkeep acknowledged survives a PostgreSQL crash.
-            self.postgres = PostgresCluster(extra_settings={"synchronous_commit": "on"}).start()
-            self.database_url = self.postgres.create_database("chatkeep")
+            if self.postgres is None:
+                self.postgres = PostgresCluster(extra_settings={"synchronous_commit": "on"})
+                self.postgres.start()
+            self.database_url = self.postgres.create_database(f"chatkeep_{self.port}")
             if self.use_redis:
                 self.start_redis()
             ports = [free_port() for _ in range(self.replica_count)]
@@ -148,11 +153,12 @@ class Cluster:
             self.redis_proc.kill()
             self.redis_proc.wait(timeout=10)
 
-    def start_nginx(self) -> None:
+    def start_nginx(self, front: int | None = None) -> None:
+        """nginx in front of all replicas, or of the first ``front`` of them."""
+        self.stop_nginx()
         conf = self.run_dir / "nginx.conf"
-        conf.write_text(
-            nginx_config(self.run_dir, f"127.0.0.1:{self.port}", [r.port for r in self.replicas])
-        )
+        ports = [r.port for r in self.replicas[:front]]
+        conf.write_text(nginx_config(self.run_dir, f"127.0.0.1:{self.port}", ports))
         self.nginx_proc = subprocess.Popen(
             [find_tool("nginx", "/usr/sbin/nginx"), "-p", str(self.run_dir), "-c", str(conf)],
             stdin=subprocess.DEVNULL,
@@ -176,14 +182,17 @@ class Cluster:
         self.replicas[n] = ServerProcess(self.env(), port=old.port, log_path=old.log_path)
         self.replicas[n].start(timeout=60)
 
-    def stop(self) -> None:
+    def stop_nginx(self) -> None:
         if self.nginx_proc is not None and self.nginx_proc.poll() is None:
             os.killpg(self.nginx_proc.pid, signal.SIGKILL)
             self.nginx_proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        self.stop_nginx()
         for replica in self.replicas:
             replica.kill()
         self.kill_redis()
-        if self.postgres is not None:
+        if self.postgres is not None and self._own_postgres:
             self.postgres.stop()
             self.postgres = None
 
