@@ -57,6 +57,34 @@ def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes], what: s
     raise RuntimeError(f"{what} did not listen on {port} within {timeout} s")
 
 
+def redis_server(run_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    """``redis-server`` on 127.0.0.1:``port``, no persistence (docs/deploy.md: Redis holds
+    nothing that is not in PostgreSQL), listening when this returns."""
+    proc = subprocess.Popen(
+        [
+            find_tool("redis-server", "/usr/bin/redis-server"),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(run_dir),
+            "--logfile",
+            str(run_dir / "redis.log"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    _wait_port(port, 20, proc, "redis-server")
+    return proc
+
+
 class Cluster:
     """PostgreSQL + Redis (optional) + ``replicas`` × ``chatkeep serve`` + nginx."""
 
@@ -125,28 +153,7 @@ class Cluster:
         return self
 
     def start_redis(self) -> None:
-        self.redis_proc = subprocess.Popen(
-            [
-                find_tool("redis-server", "/usr/bin/redis-server"),
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.redis_port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.run_dir),
-                "--logfile",
-                str(self.run_dir / "redis.log"),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        _wait_port(self.redis_port, 20, self.redis_proc, "redis-server")
+        self.redis_proc = redis_server(self.run_dir, self.redis_port)
 
     def kill_redis(self) -> None:
         if self.redis_proc is not None and self.redis_proc.poll() is None:
