@@ -118,15 +118,25 @@ async def test_reply_on_a_watched_live_through_b(
     cluster: Cluster, fake_upstream: FakeUpstream, accounts: list[Account]
 ) -> None:
     """G6 across replicas, live through Redis: every delta, in order, exactly once, and close
-    behind the owner (the exact lag figures are in bench/cluster.py)."""
+    behind the owner (the exact lag figures are in bench/cluster.py); a resume with
+    Last-Event-ID on a third replica gets exactly the rest."""
     content = "watch me " * 40
     fake_upstream.set(chunk_chars=4, token_interval_s=0.02)
     on_a, on_b = Read(), Read()
     arrived_a: dict[int, float] = {}
     arrived_b: list[tuple[int, float]] = []
     sid, rid, task_a = await start_live(cluster.replicas[0].url, accounts[0], content, on_a)
-    async with client(cluster.replicas[1].url, accounts[0]) as http:
+    async with (
+        client(cluster.replicas[1].url, accounts[0]) as http,
+        client(cluster.replicas[2].url, accounts[0]) as third,
+    ):
         task_b = asyncio.create_task(read_stream(http, "GET", stream_url(sid, rid), into=on_b))
+        # A third replica resumes mid-stream from an id A sent (G6: exactly the rest).
+        await eventually(lambda: len(on_a.deltas()) > 5, what="a few deltas on A")
+        resumed_at = on_a.deltas()[2][0]
+        task_c = asyncio.create_task(
+            read_stream(third, "GET", stream_url(sid, rid), last_event_id=f"{rid}:{resumed_at}")
+        )
         while not (task_a.done() and task_b.done()):
             now = time.perf_counter()
             for offset, _ in on_a.deltas():
@@ -135,7 +145,12 @@ async def test_reply_on_a_watched_live_through_b(
             arrived_b += [(o, now) for o, _ in on_b.deltas() if o not in seen]
             await asyncio.sleep(0.002)
         await task_b
+        on_c = await task_c
     want = echo(content)
+    assert on_c.final is not None and on_c.final.event == "done"
+    assert not [e for e in on_c.events if e.event in ("message", "start")]
+    assert on_c.deltas()[0][0] - len(on_c.deltas()[0][1]) == resumed_at
+    assert "".join(t for _, t in on_c.deltas()) == want[resumed_at:]
     assert on_b.final is not None and on_b.final.event == "done", on_b.broken
     assert text_of(on_b) == want and on_b.final.data["content"] == want
     # Stored checkpoints alone would give B a delta every 250 ms: a handful, not dozens.

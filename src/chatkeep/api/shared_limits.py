@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import time
 import uuid
 from typing import Any
 
@@ -51,6 +52,7 @@ class RedisRateLimiter:
         self.redis = redis_relay.client(url)
         self._script = self.redis.register_script(_SLIDING_WINDOW)
         self.fallback = RateLimiter(per_minute)
+        self._warned_at = -1e9
 
     async def hit(self, key: str) -> None:
         if self.per_minute <= 0:
@@ -61,7 +63,10 @@ class RedisRateLimiter:
                 args=[60_000, self.per_minute, uuid.uuid4().hex],
             )
         except (RedisError, OSError) as exc:
-            log.warning("rate limit kept in this process: redis unavailable (%s)", exc)
+            now = time.monotonic()
+            if now - self._warned_at > 10:  # once per 10 s, not once per request
+                self._warned_at = now
+                log.warning("rate limits kept per process: redis unavailable (%s)", exc)
             self.fallback.hit(key)
             return
         if int(wait_ms) >= 0:
