@@ -167,7 +167,15 @@ class Cluster:
         ports = [r.port for r in self.replicas[:front]]
         conf.write_text(nginx_config(self.run_dir, f"127.0.0.1:{self.port}", ports))
         self.nginx_proc = subprocess.Popen(
-            [find_tool("nginx", "/usr/sbin/nginx"), "-p", str(self.run_dir), "-c", str(conf)],
+            [
+                find_tool("nginx", "/usr/sbin/nginx"),
+                "-p",
+                str(self.run_dir),
+                "-e",  # before the config is read, too: not the distribution's log directory
+                str(self.run_dir / "nginx-error.log"),
+                "-c",
+                str(conf),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=open(self.run_dir / "nginx-stderr.log", "ab"),  # noqa: SIM115
