@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chatkeep.api.shared_limits import RedisRateLimiter
+from chatkeep.api.shared_limits import RedisLimiter
 from chatkeep.problems import RateLimited
 from chatkeep.turns.redis_relay import RedisRelay, stream_key
 from chatkeep.turns.relay import Delta, Final, Relay
@@ -135,23 +135,27 @@ async def test_cancel_and_delete_reach_the_owner(redis_url: str) -> None:
 
 
 async def test_a_rate_limit_is_shared_by_every_replica(redis_url: str) -> None:
-    replicas = [RedisRateLimiter(redis_url, 10, prefix="t") for _ in range(3)]
+    replicas = [RedisLimiter(redis_url) for _ in range(3)]
     key = new_id()
     for n in range(10):
-        await replicas[n % 3].hit(key)
+        await replicas[n % 3].hit(key, limit=10)
     for limiter in replicas:
         with pytest.raises(RateLimited) as refused:
-            await limiter.hit(key)
+            await limiter.check(key, limit=10)
+        with pytest.raises(RateLimited) as refused:
+            await limiter.hit(key, limit=10)
         assert 1 <= int(refused.value.headers["Retry-After"]) <= 60
-    await replicas[0].hit(new_id())  # another user is not affected
+    await replicas[0].check(key, limit=11)  # a check counts nothing
+    await replicas[0].hit(key, limit=11)
+    await replicas[0].hit(new_id(), limit=10)  # another user is not affected
     for limiter in replicas:
-        await limiter.redis.aclose()
+        await limiter.aclose()
 
 
-async def test_without_redis_a_limit_still_holds_per_replica() -> None:
-    limiter = RedisRateLimiter(f"redis://127.0.0.1:{free_port()}/0", 2, prefix="t")
-    await limiter.hit("k")
-    await limiter.hit("k")
+async def test_without_redis_the_fallback_counts() -> None:
+    limiter = RedisLimiter(f"redis://127.0.0.1:{free_port()}/0")
+    await limiter.hit("k", limit=2)
+    await limiter.hit("k", limit=2)
     with pytest.raises(RateLimited):
-        await limiter.hit("k")
-    await limiter.redis.aclose()
+        await limiter.hit("k", limit=2)
+    await limiter.aclose()
