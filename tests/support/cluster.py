@@ -230,7 +230,10 @@ def main() -> None:
         print(f"  redis: {cluster.redis_url or 'off'}")
         print(f"  postgres: {cluster.database_url}")
         print(f"  nginx config: {run_dir / 'nginx.conf'} (from deploy/nginx.conf)")
-        print("  create an account: CHATKEEP_DATABASE_URL=... chatkeep accounts --help")
+        print(
+            f"  first account: open {cluster.url}, or: echo 'a long password' |"
+            f" CHATKEEP_DATABASE_URL={cluster.database_url} .venv/bin/chatkeep users add alice"
+        )
         signals = {signal.SIGINT, signal.SIGTERM}
         signal.pthread_sigmask(signal.SIG_BLOCK, signals)
         signal.sigwait(signals)
