@@ -1,6 +1,6 @@
 """The documented deployment under test (issue 12, docs/deploy.md): 3 replicas behind nginx on
 PostgreSQL, Redis as the live relay. Every guarantee must hold whichever replica a request
-reaches, and when a replica, Redis or PostgreSQL dies under it (G1, G2, G4, G5, G6, G8)."""
+reaches, and when a replica, Redis or PostgreSQL dies under it (G1-G8, and G9's retries across a PostgreSQL restart)."""
 
 from __future__ import annotations
 
@@ -112,6 +112,32 @@ async def test_second_send_is_409_on_every_replica(
             answer = await http.post(url, json=body)
         assert answer.status_code == 409 and answer.json()["code"] == "generation_in_progress"
     assert (await task).final is not None
+
+
+async def test_context_and_isolation_hold_whichever_replica_answers(
+    cluster: Cluster, fake_upstream: FakeUpstream, accounts: list[Account]
+) -> None:
+    """G3: a turn sent through B is prompted with the stored path of a turn A generated.
+    G7: another user's chat answers 404 on every replica, like one that does not exist."""
+    sid = new_id()
+    async with client(cluster.replicas[0].url, accounts[0]) as a:
+        url, body = turn(sid, new_id(), "first, on A")
+        assert (await read_stream(a, "POST", url, json_body=body)).final is not None
+    async with client(cluster.replicas[1].url, accounts[0]) as b:
+        url, body = turn(sid, new_id(), "second, on B")
+        second = await read_stream(b, "POST", url, json_body=body)
+    assert second.final is not None and second.final.event == "done"
+    prompt = fake_upstream.requests[-1]["messages"]
+    said = [(m["role"], m["content"]) for m in prompt if m["role"] != "system"]
+    assert said == [
+        ("user", "first, on A"),
+        ("assistant", echo("first, on A")),
+        ("user", "second, on B"),
+    ]
+    for base in [r.url for r in cluster.replicas] + [cluster.url]:
+        async with client(base, accounts[1]) as other:
+            assert (await other.get(f"/api/sessions/{sid}")).status_code == 404
+            assert (await other.get(f"/api/sessions/{new_id()}")).status_code == 404
 
 
 async def test_reply_on_a_watched_live_through_b(

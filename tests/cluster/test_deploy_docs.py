@@ -4,8 +4,10 @@ byte for byte, and the cluster fixture (support.cluster) fills in only its place
 from __future__ import annotations
 
 import re
+import subprocess
+from pathlib import Path
 
-from support.cluster import NGINX_CONF, nginx_config
+from support.cluster import NGINX_CONF, find_tool, nginx_config
 from support.server import REPO
 
 
@@ -26,3 +28,12 @@ def test_the_cluster_changes_nothing_but_the_placeholders() -> None:
     for setting in ("proxy_buffering off;", "proxy_http_version 1.1;", "proxy_read_timeout 1h;"):
         assert setting in filled
     assert filled.count("server 127.0.0.1:81") == 3
+
+
+def test_nginx_accepts_the_filled_in_config(tmp_path: Path) -> None:
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(nginx_config(tmp_path, "127.0.0.1:18080", [18101, 18102]))
+    nginx = find_tool("nginx", "/usr/sbin/nginx")
+    args = [nginx, "-t", "-p", str(tmp_path), "-e", str(tmp_path / "e.log"), "-c", str(conf)]
+    checked = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
+    assert checked.returncode == 0, checked.stderr
