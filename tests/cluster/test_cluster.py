@@ -1,6 +1,7 @@
 """The documented deployment under test (issue 12, docs/deploy.md): 3 replicas behind nginx on
 PostgreSQL, Redis as the live relay. Every guarantee must hold whichever replica a request
-reaches, and when a replica, Redis or PostgreSQL dies under it (G1-G8, and G9's retries across a PostgreSQL restart)."""
+reaches, and when a replica, Redis or PostgreSQL dies under it (G1-G8, and G9's retries
+across a PostgreSQL restart)."""
 
 from __future__ import annotations
 
