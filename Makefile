@@ -21,12 +21,13 @@ PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && echo sudo; })
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: help venv system-deps run lint test bench bench-peers chaos clean
+.PHONY: help venv system-deps run cluster lint test bench bench-peers chaos clean
 
 help:
 	@echo "make run          start chatkeep (data in \$$CHATKEEP_DATA_DIR, default data/)"
 	@echo "make test         lint, then every test except chaos ones"
 	@echo "make lint         ruff check, ruff format --check, mypy"
+	@echo "make cluster      PostgreSQL + redis-server + 3 replicas + nginx on 127.0.0.1 (docs/deploy.md)"
 	@echo "make bench        run the benchmarks (python -m bench)"
 	@echo "make bench-peers  chatkeep against LangChain and Open WebUI (python -m bench.peers)"
 	@echo "make chaos        run the chaos tests"
@@ -77,6 +78,10 @@ system-deps:
 
 run: venv
 	$(BIN)/chatkeep serve $(ARGS)
+
+# The deployment docs/deploy.md describes, throwaway, on this machine; prints nginx's URL.
+cluster: venv system-deps
+	PYTHONPATH=tests $(BIN)/python -m support.cluster $(ARGS)
 
 bench: venv system-deps
 	$(BIN)/python -m bench $(ARGS)

@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     lease_ttl_s: float = 10.0
     reaper_interval_s: float = 5.0
 
+    # Scale-out (docs/deploy.md): Redis relays live text between replicas, carries cancel and
+    # delete to a reply's owner, and holds the rate limits of the whole deployment. Optional:
+    # without it replicas follow stored checkpoints; the database stays the truth either way.
+    redis_url: str = Field(default="", description="redis://host:port/db; empty: no Redis.")
+    redis_stream_maxlen: int = Field(default=10_000, ge=100)
+    redis_stream_ttl_s: int = Field(default=300, ge=1, description="Kept after a reply ends.")
+
     @classmethod
     def settings_customise_sources(
         cls,

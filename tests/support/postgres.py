@@ -390,6 +390,40 @@ class PostgresCluster:
                 break  # not a port race: retrying won't help
         raise PostgresError(f"pg_ctl start failed:\n{last}")
 
+    def restart(self, *, down_s: float = 0.0) -> None:
+        """Kill the server (immediate mode: no clean shutdown, like a crash), stay down for
+        ``down_s``, then start it on the same port with the same data."""
+        tmp = self._require_tmp()
+        pg_ctl = str(self.bindir / "pg_ctl")
+        stopped = self._run_server_tool(
+            [pg_ctl, "stop", "--pgdata", str(self.datadir), "--mode", "immediate", "--wait"],
+            timeout=60,
+            cwd=tmp,
+        )
+        if stopped.returncode != 0:
+            raise PostgresError(f"pg_ctl stop failed:\n{stopped.stdout}")
+        time.sleep(down_s)
+        started = self._run_server_tool(
+            [
+                pg_ctl,
+                "start",
+                "--pgdata",
+                str(self.datadir),
+                "--log",
+                str(self.logfile),
+                "--options",
+                f"-p {self.port}",
+                "--wait",
+                "--timeout",
+                "60",
+                "--silent",
+            ],
+            timeout=90,
+            cwd=tmp,
+        )
+        if started.returncode != 0:
+            raise PostgresError(f"pg_ctl start failed:\n{started.stdout}\n{self._log_tail()}")
+
     def stop(self) -> None:
         """Stop the server (immediate mode) and remove its directory. Idempotent."""
         with self._lock:

@@ -11,8 +11,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatkeep import __version__, metrics, web
 from chatkeep.api import errors
-from chatkeep.api.limits import RateLimiter, RequestLimits
+from chatkeep.api.limits import RequestLimits
 from chatkeep.api.routes import auth, blobs, health, messages, models, search, sessions, turns
+from chatkeep.api.shared_limits import limiters
 from chatkeep.providers.registry import Providers
 from chatkeep.settings import Settings
 from chatkeep.store import migrate
@@ -60,8 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
-    app.state.login_limiter = RateLimiter(settings.login_attempts_per_minute)
+    # Shared by every replica through Redis when configured (docs/deploy.md).
+    app.state.rate_limiter, app.state.login_limiter = limiters(settings)
     errors.install(app)
     for router in (
         health.router,

@@ -8,6 +8,7 @@ import time
 
 from fastapi import Request
 
+from chatkeep.api.shared_limits import enforce
 from chatkeep.problems import CsrfFailed, Unauthorized
 from chatkeep.store import users
 from chatkeep.store.engine import Database
@@ -67,7 +68,7 @@ def principal_cache(request: Request) -> PrincipalCache:
 async def current_user(request: Request) -> Principal:
     db: Database = request.app.state.db
     principal = await _authenticate(request, db)
-    request.app.state.rate_limiter.hit(f"user:{principal.user_pk}")
+    await enforce(request.app.state.rate_limiter, f"user:{principal.user_pk}")
     request.state.principal = principal
     return principal
 

@@ -28,7 +28,9 @@ from chatkeep.store.replies import Turn
 from chatkeep.turns import generation
 from chatkeep.turns.context import build_prompt
 from chatkeep.turns.generation import CANCELLED, INTERRUPTED, SESSION_DELETED, Generation
-from chatkeep.turns.relay import Delta, ReasoningDelta
+from chatkeep.turns.redis_relay import RedisRelay
+from chatkeep.turns.relay import Delta, Final, ReasoningDelta
+from chatkeep.turns.signals import Signals
 from chatkeep.turns.titles import improve_title
 from chatkeep.turns.writer import CheckpointWriter
 
@@ -108,9 +110,23 @@ class TurnManager:
         self.live: dict[str, Generation] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        # Scale-out (docs/deploy.md): live text and cancel/delete between replicas via Redis.
+        self.redis: RedisRelay | None = None
+        self.signals: Signals | None = None
+        if settings.redis_url:
+            self.redis = RedisRelay(
+                settings.redis_url,
+                maxlen=settings.redis_stream_maxlen,
+                ttl_s=settings.redis_stream_ttl_s,
+            )
+            self.signals = Signals(
+                settings.redis_url, on_cancel=self._stop_local, on_delete=self._stop_session
+            )
 
     async def start(self) -> None:
         self.writer.start()
+        if self.signals is not None:
+            self.signals.start()
         await self.reap()  # replies a crashed process left streaming (G2)
         self._reaper = asyncio.create_task(self._reap_forever(), name="chatkeep-reaper")
 
@@ -125,6 +141,10 @@ class TurnManager:
         if tasks:
             await asyncio.wait(tasks, timeout=5)
         await self.writer.stop()
+        if self.signals is not None:
+            await self.signals.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
 
     async def reap(self) -> int:
         count = await self.db.write(replies.reap_expired)
@@ -218,6 +238,8 @@ class TurnManager:
                 )
 
         gen.task = asyncio.create_task(main(), name=f"generation-{gen.reply_id}")
+        if self.redis is not None:
+            self._in_background(self.redis.publish(gen.reply_id, gen.relay))
 
     def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(work)
@@ -241,10 +263,22 @@ class TurnManager:
 
     async def on_session_deleted(self, session_pk: int) -> None:
         """Delete wins (G5): a generation of that session in this process stops at once;
-        one in another process stops at its next checkpoint, which finds its row gone."""
+        one in another process stops at its next checkpoint, which finds its row gone, or at
+        once when Redis carries the news."""
+        self._stop_session(session_pk)
+        if self.signals is not None:
+            await self.signals.deleted(session_pk)
+
+    def _stop_session(self, session_pk: int) -> None:
         for gen in list(self.live.values()):
             if gen.turn.session_pk == session_pk:
                 gen.stop(SESSION_DELETED)
+
+    def _stop_local(self, reply_id: str) -> None:
+        """A cancel committed by another replica (announced through Redis)."""
+        gen = self.live.get(reply_id)
+        if gen is not None:
+            gen.stop(CANCELLED)
 
     async def cancel(self, *, user_pk: int, session_id: str, reply_id: str) -> dict[str, Any]:
         def work(conn: Connection) -> Any:
@@ -257,6 +291,8 @@ class TurnManager:
         if gen is not None and gen.task is not None:
             gen.stop(CANCELLED)
             await asyncio.wait([gen.task], timeout=10)
+        elif replies.in_flight(row) and self.signals is not None:
+            await self.signals.cancelled(reply_id)
         # Another process owns it: it stops at its next tick and writes its last text; answer
         # with that text, not with the older checkpoint.
         deadline = asyncio.get_running_loop().time() + self.settings.lease_ttl_s
@@ -284,6 +320,56 @@ class TurnManager:
                 else:
                     yield event(item.event, item.data)
             return
+        if self.redis is not None:
+            async for sse in self._follow_redis(
+                self.redis, reply_pk, reply_id, session_id, offset, reasoning
+            ):
+                yield sse
+            return
+        async for sse in self._follow_stored(reply_pk, reply_id, session_id, offset, reasoning):
+            yield sse
+
+    async def _follow_redis(
+        self,
+        redis: RedisRelay,
+        reply_pk: int,
+        reply_id: str,
+        session_id: str,
+        offset: int,
+        reasoning: int,
+    ) -> AsyncIterator[bytes]:
+        """Another replica generates it: the stored checkpoint first, then the owner's Redis
+        stream, and the stored checkpoints again whenever Redis cannot vouch for the rest.
+        Redis carries the text only: reasoning comes from the checkpoints (here at the start,
+        and whole in the final reply), so its offset in the ids stays the stored one."""
+        row = await self.db.read(replies.reply_state, reply_pk)
+        if row is not None and replies.in_flight(row):
+            text = row.content if isinstance(row.content, str) else ""
+            thought = row.reasoning or ""
+            if len(thought) > reasoning:
+                eid = event_id(reply_id, offset, len(thought))
+                yield event("reasoning", {"text": thought[reasoning:]}, eid)
+                reasoning = len(thought)
+            if len(text) > offset:
+                eid = event_id(reply_id, len(text), reasoning)
+                yield event("delta", {"text": text[offset:]}, eid)
+                offset = len(text)
+
+            async def probe() -> tuple[int, bool]:
+                now = await self.db.read(replies.reply_state, reply_pk)
+                if now is None:
+                    return 0, False
+                stored = now.content if isinstance(now.content, str) else ""
+                return len(stored), replies.in_flight(now)
+
+            async for item in redis.follow(reply_id, offset, probe):
+                if isinstance(item, Final):
+                    yield event(item.event, item.data)
+                    return
+                yield event(
+                    "delta", {"text": item.text}, event_id(reply_id, item.offset, reasoning)
+                )
+                offset = item.offset
         async for sse in self._follow_stored(reply_pk, reply_id, session_id, offset, reasoning):
             yield sse
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Request, Response
 from chatkeep.api.auth import CSRF_COOKIE, SESSION_COOKIE, current_user, principal_cache
 from chatkeep.api.deps import CurrentUser, DbDep, SettingsDep
 from chatkeep.api.schemas import AuthStatus, Credentials, KeyCreate, KeyCreated
+from chatkeep.api.shared_limits import enforce
 from chatkeep.problems import AlreadyExists, NotFound, Problem, Unauthorized
 from chatkeep.settings import Settings
 from chatkeep.store import users
@@ -61,7 +62,7 @@ async def login(
     body: Credentials, request: Request, db: DbDep, settings: SettingsDep, response: Response
 ) -> dict[str, Any]:
     client = request.client.host if request.client else "?"
-    request.app.state.login_limiter.hit(f"login:{client}:{body.name}")
+    await enforce(request.app.state.login_limiter, f"login:{client}:{body.name}")
     principal = await db.read(users.verify_password, name=body.name, password=body.password)
     if principal is None:
         raise Unauthorized("wrong name or password")
