@@ -61,7 +61,7 @@ def tab(new_chat: Callable[..., Chat], two_providers: WebServer, gateway: FakeUp
 
 
 def test_the_picker_shows_a_failing_provider_and_keeps_its_models(tab: Chat) -> None:
-    picker = tab.page.get_by_label("Model")
+    picker = tab.page.get_by_label("Model", exact=True)
     state = tab.page.locator("#provider-state")
     expect(state).to_have_text("bad: key refused")
     expect(state).to_have_attribute("title", re.compile("Incorrect API key"))
@@ -99,12 +99,12 @@ def test_a_provider_that_recovers_shows_as_ok_after_a_reload(
             tab.page.wait_for_timeout(200)  # past the 0.05 s backoff
             tab.open()
             expect(tab.page.locator("#provider-state")).to_be_hidden()
-            labels = tab.page.get_by_label("Model").locator("option").all_text_contents()
+            labels = tab.page.get_by_label("Model", exact=True).locator("option").all_text_contents()
             assert "bad:fake-model" in labels
 
 
 def test_the_last_used_model_is_the_default_of_a_new_chat(tab: Chat) -> None:
-    picker = tab.page.get_by_label("Model")
+    picker = tab.page.get_by_label("Model", exact=True)
     picker.select_option("good:fake-model-mini")
     tab.send("first")
     tab.wait_replies(1)
