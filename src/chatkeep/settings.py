@@ -67,7 +67,14 @@ class Settings(BaseSettings):
     login_attempts_per_minute: int = 10
 
     # Browser sign-in.
-    cookie_secure: bool = False
+    cookie_secure: bool = Field(
+        default=False, description="Always mark cookies Secure (else: when the request is HTTPS)."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or CIDRs of reverse proxies whose X-Forwarded-For/-Proto count; "
+        "from anyone else those headers are ignored.",
+    )
     web_session_days: int = 30
 
     # Transient database errors are retried with backoff, never dropped (G9).

@@ -13,6 +13,7 @@ from chatkeep import __version__, metrics, web
 from chatkeep.api import errors
 from chatkeep.api.limits import RateLimiter, RequestLimits
 from chatkeep.api.routes import auth, blobs, health, messages, sessions, turns
+from chatkeep.api.security import ForwardedHeaders, SecurityHeaders
 from chatkeep.providers.registry import Providers
 from chatkeep.settings import Settings
 from chatkeep.store import migrate
@@ -75,6 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     web.install(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(Timing)
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(ForwardedHeaders, trusted_proxies=settings.trusted_proxies)
     return app
 
 

@@ -37,7 +37,7 @@ async def auth_status(request: Request, db: DbDep) -> dict[str, Any]:
 
 @router.post("/setup", response_model=AuthStatus, status_code=201)
 async def setup(
-    body: Credentials, db: DbDep, settings: SettingsDep, response: Response
+    body: Credentials, request: Request, db: DbDep, settings: SettingsDep, response: Response
 ) -> dict[str, Any]:
     """Create the first account, an admin, and sign it in. Refused once any account exists."""
 
@@ -54,7 +54,7 @@ async def setup(
         return principal
 
     principal = await db.write(work)
-    return await _sign_in(db, settings, principal, response)
+    return await _sign_in(db, settings, principal, request, response)
 
 
 @router.post("/login", response_model=AuthStatus)
@@ -67,28 +67,23 @@ async def login(
         principal = await users.verify_password(conn, name=body.name, password=body.password)
     if principal is None:
         raise Unauthorized("wrong name or password")
-    return await _sign_in(db, settings, principal, response)
+    return await _sign_in(db, settings, principal, request, response)
 
 
 async def _sign_in(
-    db: Any, settings: Settings, principal: Principal, response: Response
+    db: Any, settings: Settings, principal: Principal, request: Request, response: Response
 ) -> dict[str, Any]:
     async def work(conn: Any) -> tuple[str, str]:
         return await users.start_web_session(conn, user=principal, days=settings.web_session_days)
 
     token, csrf = await db.write(work)
     max_age = settings.web_session_days * 86400
+    # Secure over HTTPS, which behind a proxy is what a trusted proxy says (api.security).
+    secure = settings.cookie_secure or request.url.scheme == "https"
     response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=max_age,
-        httponly=True,
-        samesite="lax",
-        secure=settings.cookie_secure,
+        SESSION_COOKIE, token, max_age=max_age, httponly=True, samesite="lax", secure=secure
     )
-    response.set_cookie(
-        CSRF_COOKIE, csrf, max_age=max_age, samesite="strict", secure=settings.cookie_secure
-    )
+    response.set_cookie(CSRF_COOKIE, csrf, max_age=max_age, samesite="strict", secure=secure)
     return {
         "needs_setup": False,
         "user": {"name": principal.name, "is_admin": principal.is_admin},
