@@ -17,6 +17,7 @@ from typing import Any
 from chatkeep import metrics
 from chatkeep.providers.base import Provider, ProviderError
 from chatkeep.store.messages import message_public
+from chatkeep.store import replies
 from chatkeep.store.replies import Turn
 from chatkeep.turns.relay import Final, Relay
 from chatkeep.turns.writer import CheckpointWriter
@@ -83,11 +84,34 @@ async def run(gen: Generation, writer: CheckpointWriter, on_lost: Callable[[], N
     else:
         gen.finishing = True
         row = await writer.finish(pk, content=gen.relay.text, status="complete", usage=usage)
+        if row is None:
+            await _close_lost(gen, writer)
+            return
         _close(gen, "complete", row, None)
         return
     gen.finishing = True
     row = await writer.finish(pk, content=gen.relay.text, status="error", error=error)
+    if row is None:
+        await _close_lost(gen, writer)
+        return
     _close(gen, "error", row, error)
+
+
+async def _close_lost(gen: Generation, writer: CheckpointWriter) -> None:
+    """The final write found the reply no longer ours: reaped (our lease ran out while the
+    database was locked or slow) or deleted. The client is told what the store holds, never a
+    ``done`` for text that was not stored (G2; found by ``make chaos``)."""
+    async with writer.db.read() as conn:
+        row = await replies.reply_state(conn, gen.turn.reply_pk)
+    if row is None:
+        _close(gen, CANCELLED, None, {"code": SESSION_DELETED, "message": "Session was deleted"})
+        return
+    if row.status == "complete":
+        _close(gen, "complete", row, None)
+        return
+    reason = row.status if row.status in (CANCELLED, INTERRUPTED, "error") else INTERRUPTED
+    error = row.error or {"code": reason, "message": "The reply was interrupted"}
+    _close(gen, reason, row, error)
 
 
 async def _finish_stopped(gen: Generation, writer: CheckpointWriter) -> None:
@@ -98,6 +122,9 @@ async def _finish_stopped(gen: Generation, writer: CheckpointWriter) -> None:
         return
     # Cancelled keeps the text it has; interrupted (shutdown, lost lease) keeps it too.
     row = await writer.finish(gen.turn.reply_pk, content=gen.relay.text, status=reason)
+    if row is None:
+        await _close_lost(gen, writer)
+        return
     message = "Stopped" if reason == CANCELLED else "The reply was interrupted"
     _close(gen, reason, row, {"code": reason, "message": message})
 
