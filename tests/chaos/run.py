@@ -101,6 +101,7 @@ class Figures:
     stream_violations: int = 0
     audit_findings: int = 0
     seconds: float = 0.0
+    answers: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
 
     @property
@@ -123,6 +124,7 @@ class Log:
         self.streams = Verdict()
         self.requests = 0
         self.turns_final = 0
+        self.answers: Counter[str] = Counter()  # by status, or the kind of failure
 
 
 # ---- the clients ----------------------------------------------------------------------------
@@ -149,7 +151,9 @@ async def send_json(
         log.requests += 1
         try:
             response = await http.request(method, url, json=body)
-        except httpx.HTTPError:
+            log.answers[str(response.status_code)] += 1
+        except httpx.HTTPError as exc:
+            log.answers[type(exc).__name__] += 1
             response = None
         if response is not None and response.status_code < 500 and response.status_code != 429:
             return response.status_code
@@ -188,6 +192,7 @@ async def turn(
         while time.monotonic() < deadline:
             log.requests += 1
             read = await read_stream(http, "POST", url, json_body=body)
+            log.answers[f"turn {read.status or 'no answer'}{' cut' if read.broken else ''}"] += 1
             last = read
             stored = stored or any(e.event == "message" for e in read.events)
             started = started or any(e.event == "start" for e in read.events)
@@ -471,12 +476,12 @@ async def run_database(
     rng = random.Random(f"{seed}-{kind}")
     figures = Figures(kind, workers, plan.clients)
     began = time.monotonic()
+    (tmp / kind).mkdir(parents=True, exist_ok=True)
     if cluster is not None:
         db_url = cluster.create_database(f"chaos_{os.urandom(4).hex()}")
         sqlite_file = None
     else:
         sqlite_file = tmp / kind / "chatkeep.db"
-        sqlite_file.parent.mkdir(parents=True)
         db_url = f"sqlite+aiosqlite:///{sqlite_file}"
     with run_fake_upstream() as fake:
         fake.set(token_interval_s=0.004, chunk_chars=3)
@@ -535,6 +540,7 @@ async def run_database(
     )
     verdict = verdict + log.streams
     figures.requests = log.requests
+    figures.answers = dict(log.answers.most_common())
     figures.turns_final = log.turns_final
     figures.acknowledged = sum(1 for i in log.history.items.values() if i.state == "acknowledged")
     figures.indeterminate = verdict.indeterminate
