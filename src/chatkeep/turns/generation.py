@@ -101,8 +101,7 @@ async def _close_lost(gen: Generation, writer: CheckpointWriter) -> None:
     """The final write found the reply no longer ours: reaped (our lease ran out while the
     database was locked or slow) or deleted. The client is told what the store holds, never a
     ``done`` for text that was not stored (G2; found by ``make chaos``)."""
-    async with writer.db.read() as conn:
-        row = await replies.reply_state(conn, gen.turn.reply_pk)
+    row = await writer.db.read(replies.reply_state, gen.turn.reply_pk)
     if row is None:
         _close(gen, CANCELLED, None, {"code": SESSION_DELETED, "message": "Session was deleted"})
         return
