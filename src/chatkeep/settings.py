@@ -64,7 +64,15 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(
         default=1200, description="Requests per user (or address) per minute; 0 turns it off."
     )
-    login_attempts_per_minute: int = 10
+    login_attempts_per_minute: int = Field(
+        default=10, description="Failed sign-ins per account per minute, then 429."
+    )
+    login_attempts_per_address_per_minute: int = Field(
+        default=30, description="Sign-in attempts per client address per minute, then 429."
+    )
+    max_concurrent_generations_per_user: int = Field(
+        default=0, description="Replies one user may have generating at once; 0 turns it off."
+    )
 
     # Browser sign-in.
     cookie_secure: bool = Field(

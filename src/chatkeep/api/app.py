@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatkeep import __version__, metrics, web
 from chatkeep.api import errors
-from chatkeep.api.limits import RateLimiter, RequestLimits
+from chatkeep.api.limits import DatabaseLimiter, RequestLimits
 from chatkeep.api.routes import auth, blobs, health, messages, sessions, turns
 from chatkeep.api.security import ForwardedHeaders, SecurityHeaders
 from chatkeep.providers.registry import Providers
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         turns = TurnManager(db, providers, settings)
         await turns.start()
         app.state.db = db
+        app.state.limiter = DatabaseLimiter(db)
         app.state.turns = turns
         app.state.on_session_deleted = turns.on_session_deleted
         try:
@@ -59,8 +60,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
-    app.state.login_limiter = RateLimiter(settings.login_attempts_per_minute)
     errors.install(app)
     for router in (
         health.router,

@@ -21,7 +21,8 @@ _SAFE = {"GET", "HEAD", "OPTIONS"}
 async def current_user(request: Request) -> Principal:
     db: Database = request.app.state.db
     principal = await _authenticate(request, db)
-    request.app.state.rate_limiter.hit(f"user:{principal.user_pk}")
+    limit = request.app.state.settings.rate_limit_per_minute
+    await request.app.state.limiter.hit(f"user:{principal.user_pk}", limit=limit)
     request.state.principal = principal
     return principal
 

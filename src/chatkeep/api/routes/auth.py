@@ -60,10 +60,17 @@ async def setup(
 async def login(
     body: Credentials, request: Request, db: DbDep, settings: SettingsDep, response: Response
 ) -> dict[str, Any]:
+    # Guessing is throttled per address (every attempt) and per account (failed attempts), in
+    # the database, so N workers do not allow N times the guesses (G8). The address is the
+    # client's, or what a trusted proxy says it is (api.security).
+    limiter = request.app.state.limiter
     client = request.client.host if request.client else "?"
-    request.app.state.login_limiter.hit(f"login:{client}:{body.name}")
+    await limiter.hit(f"login-addr:{client}", limit=settings.login_attempts_per_address_per_minute)
+    account = f"login-fail:{body.name.lower()}"
+    await limiter.check(account, limit=settings.login_attempts_per_minute)
     principal = await db.read(users.verify_password, name=body.name, password=body.password)
     if principal is None:
+        await limiter.hit(account, limit=settings.login_attempts_per_minute)
         raise Unauthorized("wrong name or password")
     return await _sign_in(db, settings, principal, request, response)
 
