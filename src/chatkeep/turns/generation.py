@@ -16,8 +16,8 @@ from typing import Any
 
 from chatkeep import metrics
 from chatkeep.providers.base import Provider, ProviderError
-from chatkeep.store.messages import message_public
 from chatkeep.store import replies
+from chatkeep.store.messages import message_public
 from chatkeep.store.replies import Turn
 from chatkeep.turns.relay import Final, Relay
 from chatkeep.turns.writer import CheckpointWriter
