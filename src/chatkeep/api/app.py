@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chatkeep import __version__, metrics, web
 from chatkeep.api import errors
 from chatkeep.api.limits import DatabaseLimiter, RequestLimits
-from chatkeep.api.routes import auth, blobs, health, messages, sessions, turns
+from chatkeep.api.routes import account, auth, blobs, health, messages, sessions, turns
 from chatkeep.api.security import ForwardedHeaders, SecurityHeaders
 from chatkeep.providers.registry import Providers
 from chatkeep.settings import Settings
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         messages.batch_router,
         turns.router,
         blobs.router,
+        account.router,
     ):
         app.include_router(router)
 
