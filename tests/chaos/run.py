@@ -77,7 +77,7 @@ class Plan:
 
     @classmethod
     def short(cls) -> Plan:
-        return cls(clients=300, min_ops=1, kills=6, sqlite_locks=1, run_deadline_s=60.0)
+        return cls(clients=300, min_ops=1, kills=6, sqlite_locks=1, run_deadline_s=40.0)
 
 
 @dataclass
@@ -327,7 +327,7 @@ class Faults:
 
     async def killer(self) -> None:
         for n in range(self.plan.kills):
-            await asyncio.sleep(self.rng.uniform(0.5, 2.5) * (2 if self.plan.kills < 10 else 1))
+            await asyncio.sleep(self.rng.uniform(0.5, 2.5))
             if (n + 1) % 5 == 0:
                 await asyncio.to_thread(self.server.kill)  # the whole server, master included
                 await asyncio.to_thread(self.server.start, 90)
@@ -366,7 +366,7 @@ class Faults:
 
     async def database(self) -> None:
         if self.cluster is not None:
-            await asyncio.sleep(self.rng.uniform(8, 15))
+            await asyncio.sleep(self.rng.uniform(5, 10))
             await asyncio.to_thread(restart_postgres, self.cluster)
             self.figures.postgres_restarts += 1
         if self.sqlite_file is not None:
