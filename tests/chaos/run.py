@@ -330,7 +330,7 @@ class Faults:
             await asyncio.sleep(self.rng.uniform(0.5, 2.5))
             if (n + 1) % 5 == 0:
                 await asyncio.to_thread(self.server.kill)  # the whole server, master included
-                await asyncio.to_thread(self.server.start, 90)
+                await self.restart_server()
                 self.figures.server_restarts += 1
                 self.figures.kills += 1
                 continue
@@ -339,6 +339,17 @@ class Faults:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.rng.choice(pids), signal.SIGKILL)
                     self.figures.kills += 1
+
+    async def restart_server(self) -> None:
+        """Start it again; a start that finds the database restarting fails, so try again."""
+        for attempt in range(10):
+            try:
+                await asyncio.to_thread(self.server.start, 90)
+                return
+            except RuntimeError:
+                if attempt == 9:
+                    raise
+                await asyncio.sleep(2)
 
     async def _live_workers(self) -> list[int]:
         """The workers, once uvicorn has replaced the last one killed (up to 20 s)."""
