@@ -14,11 +14,10 @@ chaos-marked variants (``make chaos``) a few thousand.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-
-import os
 
 import pytest
 import requests
