@@ -7,7 +7,7 @@ For each database (PostgreSQL with 4 worker processes, then SQLite with 2), on 1
   is sent twice at once (a double-click) and retried with the same ids on any failure, as the
   SDK does; some clients delete their chat at the end (G5);
 - worker processes are SIGKILLed at random moments (uvicorn's supervisor starts new ones; every
-  fifth kill takes the whole server down, which is then started again): 30 kills per database
+  tenth kill takes the whole server down, which is then started again): 30 kills per database
   (``--short``: 6);
 - PostgreSQL is restarted once mid-run (an immediate, crash-like stop); a SQLite writer outside
   chatkeep holds the write lock for seconds, a few times;
@@ -73,7 +73,7 @@ class Plan:
     min_ops: int = 4  # per client, at least, and on until the faults are over
     kills: int = 30
     sqlite_locks: int = 3
-    run_deadline_s: float = 240.0
+    run_deadline_s: float = 150.0
 
     @classmethod
     def short(cls) -> Plan:
@@ -138,7 +138,7 @@ class Chaos:
 
 
 async def backoff(attempt: int) -> None:
-    await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+    await asyncio.sleep(random.uniform(0, min(4.0, 0.05 * 2**attempt)))
 
 
 async def send_json(
@@ -328,7 +328,7 @@ class Faults:
     async def killer(self) -> None:
         for n in range(self.plan.kills):
             await asyncio.sleep(self.rng.uniform(0.5, 2.5))
-            if (n + 1) % 5 == 0:
+            if (n + 1) % 10 == 0 or (self.plan.kills < 10 and n == 2):
                 await asyncio.to_thread(self.server.kill)  # the whole server, master included
                 await self.restart_server()
                 self.figures.server_restarts += 1

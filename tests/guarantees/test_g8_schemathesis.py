@@ -104,7 +104,7 @@ def test_every_operation_answers_without_server_errors(target: Target) -> None:
 
 @pytest.mark.chaos
 def test_every_operation_answers_without_server_errors_at_length(target: Target) -> None:
-    every_operation(target, 10 if os.environ.get("CHATKEEP_CHAOS_SHORT") else 60)
+    every_operation(target, 10 if os.environ.get("CHATKEEP_CHAOS_SHORT") else 30)
 
 
 def every_operation(target: Target, examples: int) -> None:
@@ -229,4 +229,4 @@ def test_linked_sequences_answer_without_server_errors(target: Target) -> None:
 
 @pytest.mark.chaos
 def test_linked_sequences_answer_without_server_errors_at_length(target: Target) -> None:
-    stateful(target, 40 if os.environ.get("CHATKEEP_CHAOS_SHORT") else 400)
+    stateful(target, 40 if os.environ.get("CHATKEEP_CHAOS_SHORT") else 150)
