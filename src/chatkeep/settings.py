@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     max_concurrent_generations_per_user: int = Field(
         default=0, description="Replies one user may have generating at once; 0 turns it off."
     )
+    # 0: every request checks its key or cookie in the database, so a revocation or a disabled
+    # account stops at once on every worker (issue 11). Above 0 trades that for a lookup saved.
+    auth_cache_ttl_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="How long a process reuses a checked API key or sign-in (0: never). A "
+        "revocation or sign-out made in another process takes effect within this time.",
+    )
 
     # Browser sign-in.
     cookie_secure: bool = Field(
@@ -100,6 +108,10 @@ class Settings(BaseSettings):
     default_model: str = ""
     upstream_timeout_s: float = 120.0
     title_from_model: bool = False
+
+    # Full-text search (docs/search.md): a PostgreSQL text search configuration; 'simple'
+    # stems nothing, as SQLite's unicode61 does, so both databases find the same words.
+    search_language: str = Field(default="simple", pattern=r"^[a-z_]{1,63}$")
 
     # Turns.
     checkpoint_interval_s: float = Field(default=0.25, le=0.25)
