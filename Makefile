@@ -30,7 +30,7 @@ help:
 	@echo "make cluster      PostgreSQL + redis-server + 3 replicas + nginx on 127.0.0.1 (docs/deploy.md)"
 	@echo "make bench        run the benchmarks (python -m bench)"
 	@echo "make bench-peers  chatkeep against LangChain and Open WebUI (python -m bench.peers)"
-	@echo "make chaos        run the chaos tests"
+	@echo "make chaos        the chaos run and verdict (ARGS=--short: about 2 min, for CI)"
 	@echo "make venv         create .venv and install chatkeep with its test extras"
 	@echo "make system-deps  apt-install PostgreSQL, Chromium, redis-server, nginx if missing"
 	@echo "make clean        remove .venv, data/ and caches"
@@ -107,8 +107,12 @@ test: venv system-deps lint
 	esac; \
 	exit $$rc
 
+# The chaos run (tests/chaos/run.py: PostgreSQL with 4 workers, then SQLite with 2, 300
+# clients, kills, restarts, faults; a set-checker verdict), then the chaos-marked tests
+# (long schemathesis run included). ARGS=--short is the CI variant (about 2 minutes).
 chaos: venv system-deps
-	$(BIN)/pytest -q -m chaos $(PYTEST_ARGS)
+	$(BIN)/python tests/chaos/run.py $(ARGS)
+	CHATKEEP_CHAOS_SHORT=$(if $(findstring --short,$(ARGS)),1,) $(BIN)/pytest -q -m chaos $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist

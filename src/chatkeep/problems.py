@@ -110,3 +110,12 @@ class Unavailable(Problem):
     def __init__(self, detail: str = "", retry_after: int = 1) -> None:
         super().__init__(detail)
         self.headers["Retry-After"] = str(retry_after)
+
+
+class StorageUnavailable(Unavailable):
+    """The database's disk is full or it is read-only: nothing was stored; retry later."""
+
+    code, title = "storage_unavailable", "The database cannot store anything right now"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail, retry_after=5)

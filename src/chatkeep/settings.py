@@ -79,16 +79,33 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(
         default=1200, description="Requests per user (or address) per minute; 0 turns it off."
     )
-    login_attempts_per_minute: int = 10
+    login_attempts_per_minute: int = Field(
+        default=10, description="Failed sign-ins per account per minute, then 429."
+    )
+    login_attempts_per_address_per_minute: int = Field(
+        default=30, description="Sign-in attempts per client address per minute, then 429."
+    )
+    max_concurrent_generations_per_user: int = Field(
+        default=0, description="Replies one user may have generating at once; 0 turns it off."
+    )
+    # 0: every request checks its key or cookie in the database, so a revocation or a disabled
+    # account stops at once on every worker (issue 11). Above 0 trades that for a lookup saved.
     auth_cache_ttl_s: float = Field(
-        default=2.0,
+        default=0.0,
         ge=0,
         description="How long a process reuses a checked API key or sign-in (0: never). A "
         "revocation or sign-out made in another process takes effect within this time.",
     )
 
     # Browser sign-in.
-    cookie_secure: bool = False
+    cookie_secure: bool = Field(
+        default=False, description="Always mark cookies Secure (else: when the request is HTTPS)."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or CIDRs of reverse proxies whose X-Forwarded-For/-Proto count; "
+        "from anyone else those headers are ignored.",
+    )
     web_session_days: int = 30
 
     # Transient database errors are retried with backoff, never dropped (G9).

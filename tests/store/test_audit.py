@@ -63,9 +63,9 @@ async def test_audit_finds_each_kind_of_damage(stack, api, db_url) -> None:
             session = conn.execute(S.select().where(S.c.id == sid)).one()
             first = conn.execute(M.select().where(M.c.id == ids[0])).one()
             base = {k: getattr(first, k) for k in first._mapping.keys() if k != "pk"}
-            # A duplicate of the first message (same parent, content, within 1 s) at seq 10:
-            # also a seq gap, since last_seq stays 3.
-            conn.execute(insert(M).values({**base, "id": new_id(), "seq": 10}))
+            # The first message saved again right after itself (same content, within 1 s) at
+            # seq 10: also a seq gap, since last_seq stays 3.
+            conn.execute(insert(M).values({**base, "id": new_id(), "seq": 10, "parent_id": ids[0]}))
             # A message whose parent is not in the session.
             conn.execute(
                 insert(M).values(

@@ -99,7 +99,9 @@ def test_a_provider_that_recovers_shows_as_ok_after_a_reload(
             tab.page.wait_for_timeout(200)  # past the 0.05 s backoff
             tab.open()
             expect(tab.page.locator("#provider-state")).to_be_hidden()
-            labels = tab.page.get_by_label("Model", exact=True).locator("option").all_text_contents()
+            labels = (
+                tab.page.get_by_label("Model", exact=True).locator("option").all_text_contents()
+            )
             assert "bad:fake-model" in labels
 
 

@@ -12,8 +12,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chatkeep import __version__, metrics, web
 from chatkeep.api import errors
 from chatkeep.api.limits import RequestLimits
-from chatkeep.api.routes import auth, blobs, health, messages, models, search, sessions, turns
-from chatkeep.api.shared_limits import limiters
+from chatkeep.api.routes import (
+    account,
+    auth,
+    blobs,
+    health,
+    messages,
+    models,
+    search,
+    sessions,
+    turns,
+)
+from chatkeep.api.security import ForwardedHeaders, SecurityHeaders
+from chatkeep.api.shared_limits import RedisLimiter, deployment_limiter
 from chatkeep.providers.registry import Providers
 from chatkeep.settings import Settings
 from chatkeep.store import migrate
@@ -43,12 +54,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         turns = TurnManager(db, providers, settings)
         await turns.start()
         app.state.db = db
+        # Counted for the whole deployment: Redis when configured, else the database (G8).
+        app.state.limiter = limiter = deployment_limiter(settings, db)
         app.state.turns = turns
         app.state.on_session_deleted = turns.on_session_deleted
         try:
             yield
         finally:
             await turns.stop()
+            if isinstance(limiter, RedisLimiter):
+                await limiter.aclose()
             await providers.aclose()
             await db.dispose()
 
@@ -61,8 +76,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
-    # Shared by every replica through Redis when configured (docs/deploy.md).
-    app.state.rate_limiter, app.state.login_limiter = limiters(settings)
     errors.install(app)
     for router in (
         health.router,
@@ -74,12 +87,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models.router,
         blobs.router,
         search.router,
+        account.router,
     ):
         app.include_router(router)
 
     web.install(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(Timing)
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(ForwardedHeaders, trusted_proxies=settings.trusted_proxies)
     return app
 
 

@@ -8,7 +8,6 @@ import time
 
 from fastapi import Request
 
-from chatkeep.api.shared_limits import enforce
 from chatkeep.problems import CsrfFailed, Unauthorized
 from chatkeep.store import users
 from chatkeep.store.engine import Database
@@ -26,7 +25,8 @@ class PrincipalCache:
 
     A revocation, sign-out or password change made through this process empties the cache at
     once; one made in another process (another worker, ``chatkeep keys revoke``) takes effect
-    here within ``ttl_s`` (``auth_cache_ttl_s``, 2 s by default; 0 turns the cache off). Only
+    here within ``ttl_s`` (``auth_cache_ttl_s``: 0 by default, the cache off, so that a revocation
+    or a disabled account stops at once on every worker, issue 11). Only
     successes are kept: an unknown key is looked up every time.
     """
 
@@ -68,7 +68,8 @@ def principal_cache(request: Request) -> PrincipalCache:
 async def current_user(request: Request) -> Principal:
     db: Database = request.app.state.db
     principal = await _authenticate(request, db)
-    await enforce(request.app.state.rate_limiter, f"user:{principal.user_pk}")
+    limit = request.app.state.settings.rate_limit_per_minute
+    await request.app.state.limiter.hit(f"user:{principal.user_pk}", limit=limit)
     request.state.principal = principal
     return principal
 

@@ -18,7 +18,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from chatkeep import metrics
-from chatkeep.problems import IdempotencyConflict, Problem, Unavailable
+from chatkeep.problems import IdempotencyConflict, Problem, StorageUnavailable, Unavailable
 
 log = logging.getLogger("chatkeep.api")
 PROBLEM_JSON = "application/problem+json"
@@ -91,6 +91,19 @@ async def _on_http(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def storage_trouble(exc: DBAPIError) -> StorageUnavailable | None:
+    """A database that cannot store anything now: its disk is full or it is read-only (a
+    read-only file or mount, a PostgreSQL in read-only mode). The transaction was rolled back,
+    so nothing of the request is stored; it can be sent again once an operator makes room."""
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    text = str(exc.orig).lower()
+    if state in ("53100", "53000") or "disk is full" in text or "no space left" in text:
+        return StorageUnavailable("the database's disk is full: nothing was saved; retry later")
+    if state == "25006" or "readonly database" in text or "read-only" in text:
+        return StorageUnavailable("the database is read-only: nothing was saved; retry later")
+    return None
+
+
 def _deterministic(exc: DBAPIError) -> bool:
     """A data or integrity error (SQLSTATE classes 22, 23): the same request fails the same way
     again, so answering 503 "retry" would send clients into a loop."""
@@ -104,9 +117,15 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.warning("no database connection free for %s %s", request.method, request.url.path)
         return _from_problem(Unavailable("the server is busy; retry", retry_after=2))
     if isinstance(exc, DBAPIError) and not _deterministic(exc):
-        log.warning("database error on %s %s: %s", request.method, request.url.path, exc)
+        # The driver's message only: str(exc) would add the statement's parameters (message
+        # content) to the log.
+        reason = f"{type(exc.orig).__name__}: {str(exc.orig)[:300]}"
+        log.warning("database error on %s %s: %s", request.method, request.url.path, reason)
         if request.method not in ("GET", "HEAD"):
             metrics.SAVE_FAILURES.inc()
+        storage = storage_trouble(exc)
+        if storage is not None:
+            return _from_problem(storage)
         return _from_problem(Unavailable("the database is busy or unreachable; retry"))
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     if request.method not in ("GET", "HEAD"):

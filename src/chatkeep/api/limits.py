@@ -1,15 +1,19 @@
-"""Limits on what a request may cost (G8): body size (413), content type (415), rate (429)."""
+"""Limits on what a request may cost (G8): body size (413), content type (415), rate (429).
+
+Rates are counted per user (every authenticated request), per sign-in address and per account
+(failed sign-ins), by a ``Limiter`` whose state is shared by the whole deployment."""
 
 from __future__ import annotations
 
-import math
 import time
-from collections import defaultdict, deque
+from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatkeep.api.errors import problem_response
 from chatkeep.problems import RateLimited
+from chatkeep.store import limits as store_limits
+from chatkeep.store.engine import Database
 
 _UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -85,24 +89,34 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
-class RateLimiter:
-    """A sliding one-minute window per key, in this process. With N worker processes a user
-    may reach N times the limit; the limit is a guard against runaway clients, not a quota."""
+class Limiter(Protocol):
+    """Where rate-limit counts live. Every process of a deployment must share them, so that a
+    limit holds whatever the number of workers or replicas (G8): ``DatabaseLimiter`` keeps them
+    in the database; a Redis backend can implement the same two methods."""
 
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._hits: defaultdict[str, deque[float]] = defaultdict(deque)
+    async def hit(self, key: str, *, limit: int, window_s: int = 60) -> None:
+        """Count one hit on ``key``; raise ``RateLimited`` (429, Retry-After) over ``limit``."""
 
-    def hit(self, key: str) -> None:
-        if self.per_minute <= 0:
+    async def check(self, key: str, *, limit: int, window_s: int = 60) -> None:
+        """Raise ``RateLimited`` if ``key`` already has ``limit`` hits, without counting one."""
+
+
+class DatabaseLimiter:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def hit(self, key: str, *, limit: int, window_s: int = 60) -> None:
+        if limit <= 0:
             return
-        now = time.monotonic()
-        window = self._hits[key]
-        while window and window[0] <= now - 60:
-            window.popleft()
-        if len(window) >= self.per_minute:
-            raise RateLimited(retry_after=max(1, math.ceil(window[0] + 60 - now)))
-        window.append(now)
-        if len(self._hits) > 100_000:  # forget idle keys rather than grow without bound
-            for idle in [k for k, w in self._hits.items() if not w or w[-1] <= now - 60]:
-                del self._hits[idle]
+        wait = await self.db.write(
+            store_limits.hit, key, limit=limit, window_s=window_s, now=time.time()
+        )
+        if wait is not None:
+            raise RateLimited(retry_after=wait)
+
+    async def check(self, key: str, *, limit: int, window_s: int = 60) -> None:
+        if limit <= 0:
+            return
+        hits, wait = await self.db.read(store_limits.count, key, window_s=window_s, now=time.time())
+        if hits >= limit:
+            raise RateLimited(retry_after=wait)

@@ -1,9 +1,10 @@
 """Rate limits that hold for the whole deployment, kept in Redis (docs/deploy.md, G8).
 
-The in-process ``RateLimiter`` (api/limits.py) counts per process, so N replicas would let a
-user make N times the limit. With ``CHATKEEP_REDIS_URL`` set, every replica counts in one Redis
-sorted set per key instead: a sliding window, checked and recorded in one Lua script (atomic in
-Redis) on Redis's own clock, so the replicas' clocks do not matter.
+Without Redis, ``DatabaseLimiter`` (api/limits.py) keeps the counts in the database, which
+every replica shares. With ``CHATKEEP_REDIS_URL`` set, every replica counts in one Redis sorted
+set per key instead, sparing the database a write per request: a sliding window, checked and
+recorded in one Lua script (atomic in Redis) on Redis's own clock, so the replicas' clocks do
+not matter.
 
 ``RedisLimiter`` has the two methods of the ``Limiter`` interface of the database-backed limits
 (issue 11: ``hit``/``check`` with ``limit`` and ``window_s``), so it replaces ``DatabaseLimiter``
@@ -14,18 +15,18 @@ failing every request while Redis is away.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import time
 import uuid
-from typing import Any, Protocol
+from collections import deque
 
 from redis.exceptions import RedisError
 
-from chatkeep.api.limits import RateLimiter
+from chatkeep.api.limits import DatabaseLimiter, Limiter
 from chatkeep.problems import RateLimited
 from chatkeep.settings import Settings
+from chatkeep.store.engine import Database
 from chatkeep.turns import redis_relay
 
 log = logging.getLogger("chatkeep.api")
@@ -50,26 +51,23 @@ return -1
 """
 
 
-class Limiter(Protocol):
-    async def hit(self, key: str, *, limit: int, window_s: int = 60) -> None: ...
-
-    async def check(self, key: str, *, limit: int, window_s: int = 60) -> None: ...
-
-
 class LocalLimiter:
-    """The same interface in this process only: the last resort when Redis is away."""
+    """The same interface in this process only: the last resort when Redis is away and no
+    other fallback was given (a sliding window per key, as in the Lua script)."""
 
     def __init__(self) -> None:
-        self._by_limit: dict[tuple[int, int], RateLimiter] = {}
-
-    def _limiter(self, limit: int, window_s: int) -> RateLimiter:
-        found = self._by_limit.get((limit, window_s))
-        if found is None:
-            found = self._by_limit[(limit, window_s)] = RateLimiter(limit)
-        return found
+        self._hits: dict[str, deque[float]] = {}
 
     async def hit(self, key: str, *, limit: int, window_s: int = 60) -> None:
-        self._limiter(limit, window_s).hit(key)
+        if limit <= 0:
+            return
+        now = time.monotonic()
+        hits = self._hits.setdefault(key, deque())
+        while hits and hits[0] <= now - window_s:
+            hits.popleft()
+        if len(hits) >= limit:
+            raise RateLimited(retry_after=max(1, math.ceil(hits[0] + window_s - now)))
+        hits.append(now)
 
     async def check(self, key: str, *, limit: int, window_s: int = 60) -> None:
         # The in-process window cannot look without counting; a check is never refused here.
@@ -116,35 +114,10 @@ class RedisLimiter:
             raise RateLimited(retry_after=max(1, math.ceil(int(wait_ms) / 1000)))
 
 
-class PerMinute:
-    """A fixed per-minute limit on a ``Limiter``, called like the in-process ``RateLimiter``
-    (``hit(key)``), for the call sites that still use that one."""
-
-    def __init__(self, limiter: Limiter, per_minute: int, *, prefix: str) -> None:
-        self.limiter = limiter
-        self.per_minute = per_minute
-        self.prefix = prefix
-
-    async def hit(self, key: str) -> None:
-        await self.limiter.hit(f"{self.prefix}:{key}", limit=self.per_minute)
-
-
-async def enforce(limiter: Any, key: str) -> None:
-    """Count a hit on either kind of limiter (the in-process one answers at once)."""
-    outcome = limiter.hit(key)
-    if inspect.isawaitable(outcome):
-        await outcome
-
-
-def limiters(settings: Settings) -> tuple[Any, Any]:
-    """The request and login limiters for these settings: shared through Redis when set."""
+def deployment_limiter(settings: Settings, db: Database) -> Limiter:
+    """The limiter every request and sign-in counts on: Redis for the whole deployment when it
+    is configured, with the database as its fallback; else the database alone (G8)."""
+    database = DatabaseLimiter(db)
     if settings.redis_url:
-        shared = RedisLimiter(settings.redis_url)
-        return (
-            PerMinute(shared, settings.rate_limit_per_minute, prefix="requests"),
-            PerMinute(shared, settings.login_attempts_per_minute, prefix="logins"),
-        )
-    return (
-        RateLimiter(settings.rate_limit_per_minute),
-        RateLimiter(settings.login_attempts_per_minute),
-    )
+        return RedisLimiter(settings.redis_url, fallback=database)
+    return database

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from fastapi.encoders import jsonable_encoder
 from rich.console import Console
 from rich.table import Table
 
 from chatkeep.cli._common import err, run_with_db, write
-from chatkeep.store import users
+from chatkeep.store import export, users
 from chatkeep.store.engine import Database
 
 users_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
@@ -48,9 +51,14 @@ def list_users() -> None:
     async def work(db: Database) -> list[dict[str, Any]]:
         return await db.read(users.list_users)
 
-    table = Table("name", "admin", "created")
+    table = Table("name", "admin", "created", "disabled")
     for user in run_with_db(work):
-        table.add_row(user["name"], "yes" if user["is_admin"] else "", str(user["created_at"]))
+        table.add_row(
+            user["name"],
+            "yes" if user["is_admin"] else "",
+            str(user["created_at"]),
+            "yes" if user["disabled"] else "",
+        )
     out.print(table)
 
 
@@ -78,7 +86,42 @@ def delete_user(
         users.delete_user(conn, name=name)
 
     write(work)
-    err.print(f"deleted [bold]{name}[/bold]")
+    err.print(f"deleted [bold]{name}[/bold] with all their chats, images and keys")
+
+
+@users_app.command("disable")
+def disable_user(name: str) -> None:
+    """Disable an account: its API keys and sign-ins stop at once; its data stays."""
+    write(lambda conn: users.set_disabled(conn, name=name, disabled=True))
+    err.print(f"disabled [bold]{name}[/bold]")
+
+
+@users_app.command("enable")
+def enable_user(name: str) -> None:
+    """Enable a disabled account again."""
+    write(lambda conn: users.set_disabled(conn, name=name, disabled=False))
+    err.print(f"enabled [bold]{name}[/bold]")
+
+
+@users_app.command("export")
+def export_user(
+    name: str,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write here, not to standard output.")
+    ] = None,
+) -> None:
+    """All of an account's data (chats with every branch, images, key names) as one JSON file."""
+
+    async def work(db: Database) -> dict[str, Any]:
+        pk = await db.read(users.user_pk, name)
+        return await db.read(export.export_user, pk)
+
+    text = json.dumps(jsonable_encoder(run_with_db(work)), ensure_ascii=False, indent=1)
+    if output is None:
+        print(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"exported [bold]{name}[/bold] to {output}")
 
 
 @keys_app.command("create")

@@ -69,4 +69,6 @@ def serve(
         workers=settings.workers,
         log_level="warning",
         timeout_graceful_shutdown=5,
+        # chatkeep.api.security honours forwarded headers from CHATKEEP_TRUSTED_PROXIES only.
+        proxy_headers=False,
     )

@@ -43,8 +43,14 @@ def _seconds_apart(dialect: str, a: Any, b: Any) -> ColumnElement[Any]:
 
 
 def duplicate_messages(dialect: str) -> Select[Any]:
-    """Source report, metric 1: the same content twice in a session within one second.
-    Narrowed to the same role and parent: a message sent twice at the same point of the chat."""
+    """Source report, metric 1: the same content twice in a session within one second, where
+    the source report meant one intent stored twice: a message saved again right after itself
+    (the second one's parent is the first), as a retried fire-and-forget save does.
+
+    Siblings are not duplicates: replies of one user message under distinct reply ids are
+    regenerations (the same prompt at temperature 0 gives the same text), and a user message
+    beside an earlier one (same parent) is an edit; both are branches made on purpose (G3).
+    The same id sent twice is a replay and never a second row (G1)."""
     m1, m2 = M.alias("m1"), M.alias("m2")
     return (
         select(S.c.id.label("session_id"), m1.c.id.label("first"), m2.c.id.label("second"))
@@ -55,7 +61,7 @@ def duplicate_messages(dialect: str) -> Select[Any]:
                 m2.c.session_pk == m1.c.session_pk,
                 m2.c.pk > m1.c.pk,
                 m2.c.role == m1.c.role,
-                func.coalesce(m2.c.parent_id, "") == func.coalesce(m1.c.parent_id, ""),
+                m2.c.parent_id == m1.c.id,
                 cast(m2.c.content, Text) == cast(m1.c.content, Text),
             ),
         )
@@ -165,7 +171,10 @@ def stale_generations(_dialect: str) -> Select[Any]:
 
 
 CHECKS: dict[str, tuple[str, Callable[[str], Select[Any]]]] = {
-    "duplicate_messages": ("same content twice in a session within 1 s", duplicate_messages),
+    "duplicate_messages": (
+        "a message stored again right after itself within 1 s",
+        duplicate_messages,
+    ),
     "session_spikes": ("more than 2 sessions created within 5 s by one user", session_spikes),
     "seq_gaps": ("a session whose seqs are not exactly 1..last_seq", seq_gaps),
     "orphans": ("messages of a deleted or foreign session", orphans),

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, select, update
 
 from chatkeep.problems import GenerationInProgress, IdempotencyConflict, NotFound
+from chatkeep.store import limits
 from chatkeep.store.hashing import request_hash
 from chatkeep.store.messages import (
     NewMessage,
@@ -58,6 +59,7 @@ def start_turn(
     owner: str,
     lease_ttl_s: float,
     session_fields: dict[str, Any] | None,
+    max_generations: int = 0,
 ) -> Turn:
     """Store the user message and an empty ``streaming`` reply in one transaction.
 
@@ -81,6 +83,7 @@ def start_turn(
         return _replay(conn, session, user_msg, existing_reply)
     model = choose_model(session.model)
     _refuse_if_generating(conn, session)
+    limits.refuse_too_many_generations(conn, user_pk, max_generations)  # G8, 429
 
     # The user message at next_seq (or, for a regeneration, the stored one), the reply after
     # it, then one update of the session for both: fewer round trips before the first token.

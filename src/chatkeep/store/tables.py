@@ -85,6 +85,8 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set by an admin: the account's keys and sign-ins stop working at once; its data stays.
+    disabled_at: Mapped[datetime | None]
 
 
 class ApiKey(Base):
@@ -212,6 +214,18 @@ class InstanceSetup(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_pk: Mapped[int] = mapped_column(ForeignKey("users.pk", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RateLimit(Base):
+    """Hits per key (``user:<pk>``, ``login-addr:<ip>``, ...) in fixed time windows, kept in the
+    database so that a limit holds for the whole deployment, whatever the number of processes
+    (G8). Rows of past windows are deleted as keys move on."""
+
+    __tablename__ = "rate_limits"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hits: Mapped[int] = mapped_column(Integer)
 
 
 def table(model: type[Base]) -> Table:

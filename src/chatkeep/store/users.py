@@ -16,11 +16,20 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from chatkeep.problems import AlreadyExists, Invalid, NotFound
-from chatkeep.store.tables import ApiKey, InstanceSetup, User, WebSession, table, utcnow
+from chatkeep.store.tables import (
+    ApiKey,
+    InstanceSetup,
+    RateLimit,
+    User,
+    WebSession,
+    table,
+    utcnow,
+)
 
 U = table(User)
 K = table(ApiKey)
 W = table(WebSession)
+R = table(RateLimit)
 I = table(InstanceSetup)  # noqa: E741
 
 _hasher = PasswordHasher()
@@ -91,7 +100,15 @@ def count_users(conn: Connection) -> int:
 
 def list_users(conn: Connection) -> list[dict[str, Any]]:
     rows = (conn.execute(select(U).order_by(U.c.pk))).all()
-    return [{"name": r.name, "is_admin": r.is_admin, "created_at": r.created_at} for r in rows]
+    return [
+        {
+            "name": r.name,
+            "is_admin": r.is_admin,
+            "created_at": r.created_at,
+            "disabled": r.disabled_at is not None,
+        }
+        for r in rows
+    ]
 
 
 def user_pk(conn: Connection, name: str) -> int:
@@ -109,7 +126,21 @@ def set_password(conn: Connection, *, name: str, password: str) -> None:
 
 
 def delete_user(conn: Connection, *, name: str) -> None:
-    conn.execute(delete(U).where(U.c.pk == user_pk(conn, name)))
+    """The account and everything of it: chats, messages, images, keys, sign-ins (the
+    foreign keys cascade), and its rate-limit counters."""
+    pk = user_pk(conn, name)
+    conn.execute(delete(U).where(U.c.pk == pk))
+    conn.execute(delete(R).where(R.c.key.in_([f"user:{pk}", f"login-fail:{name.lower()}"])))
+
+
+def set_disabled(conn: Connection, *, name: str, disabled: bool) -> None:
+    """Disable (or enable again) an account. Disabled, its keys and sign-ins stop at once:
+    every request looks its credentials up (no cache) and finds none; its browsers are signed
+    out. Its data stays, for an export or for enabling it again."""
+    pk = user_pk(conn, name)
+    conn.execute(update(U).where(U.c.pk == pk).values(disabled_at=utcnow() if disabled else None))
+    if disabled:
+        conn.execute(delete(W).where(W.c.user_pk == pk))
 
 
 def verify_password(conn: Connection, *, name: str, password: str) -> Principal | None:
@@ -118,7 +149,7 @@ def verify_password(conn: Connection, *, name: str, password: str) -> Principal 
         _hasher.verify(row.password_hash if row and row.password_hash else _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         return None
-    if row is None or row.password_hash is None:
+    if row is None or row.password_hash is None or row.disabled_at is not None:
         return None
     return Principal(row.pk, row.name, row.is_admin)
 
@@ -159,7 +190,7 @@ def principal_for_api_key(conn: Connection, key: str) -> Principal | None:
     stmt = (
         select(U.c.pk, U.c.name, U.c.is_admin)
         .join(K, K.c.user_pk == U.c.pk)
-        .where(K.c.key_hash == sha256_hex(key), K.c.revoked_at.is_(None))
+        .where(K.c.key_hash == sha256_hex(key), K.c.revoked_at.is_(None), U.c.disabled_at.is_(None))
     )
     row = conn.execute(stmt).first()
     return Principal(row.pk, row.name, row.is_admin) if row else None
@@ -183,7 +214,11 @@ def principal_for_web_session(conn: Connection, token: str) -> Principal | None:
     stmt = (
         select(U.c.pk, U.c.name, U.c.is_admin, W.c.csrf_token)
         .join(W, W.c.user_pk == U.c.pk)
-        .where(W.c.token_hash == sha256_hex(token), W.c.expires_at > utcnow())
+        .where(
+            W.c.token_hash == sha256_hex(token),
+            W.c.expires_at > utcnow(),
+            U.c.disabled_at.is_(None),
+        )
     )
     row = conn.execute(stmt).first()
     return Principal(row.pk, row.name, row.is_admin, row.csrf_token) if row else None

@@ -16,6 +16,7 @@ from typing import Any
 
 from chatkeep import metrics
 from chatkeep.providers.base import Provider, ProviderError
+from chatkeep.store import replies
 from chatkeep.store.messages import message_public
 from chatkeep.store.replies import Turn
 from chatkeep.turns.relay import Final, Relay
@@ -119,13 +120,35 @@ async def run(gen: Generation, writer: CheckpointWriter, on_lost: Callable[[], N
         row = await writer.finish(
             pk, content=gen.relay.text, status="complete", usage=usage, **gen.thought()
         )
+        if row is None:
+            await _close_lost(gen, writer)
+            return
         _close(gen, "complete", row, None)
         return
     gen.finishing = True
     row = await writer.finish(
         pk, content=gen.relay.text, status="error", error=error, **gen.thought()
     )
+    if row is None:
+        await _close_lost(gen, writer)
+        return
     _close(gen, "error", row, error)
+
+
+async def _close_lost(gen: Generation, writer: CheckpointWriter) -> None:
+    """The final write found the reply no longer ours: reaped (our lease ran out while the
+    database was locked or slow) or deleted. The client is told what the store holds, never a
+    ``done`` for text that was not stored (G2; found by ``make chaos``)."""
+    row = await writer.db.read(replies.reply_state, gen.turn.reply_pk)
+    if row is None:
+        _close(gen, CANCELLED, None, {"code": SESSION_DELETED, "message": "Session was deleted"})
+        return
+    if row.status == "complete":
+        _close(gen, "complete", row, None)
+        return
+    reason = row.status if row.status in (CANCELLED, INTERRUPTED, "error") else INTERRUPTED
+    error = row.error or {"code": reason, "message": "The reply was interrupted"}
+    _close(gen, reason, row, error)
 
 
 async def _finish_stopped(gen: Generation, writer: CheckpointWriter) -> None:
@@ -138,6 +161,9 @@ async def _finish_stopped(gen: Generation, writer: CheckpointWriter) -> None:
     row = await writer.finish(
         gen.turn.reply_pk, content=gen.relay.text, status=reason, **gen.thought()
     )
+    if row is None:
+        await _close_lost(gen, writer)
+        return
     message = "Stopped" if reason == CANCELLED else "The reply was interrupted"
     _close(gen, reason, row, {"code": reason, "message": message})
 

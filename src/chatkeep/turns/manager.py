@@ -195,6 +195,7 @@ class TurnManager:
                 owner=self.owner,
                 lease_ttl_s=self.settings.lease_ttl_s,
                 session_fields=session_fields,
+                max_generations=self.settings.max_concurrent_generations_per_user,
             )
             if not turn.created or turn.session_row is None:
                 return turn, None

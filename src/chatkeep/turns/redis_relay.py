@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from pydantic_core import to_json
 from redis.exceptions import RedisError
 
-from chatkeep.turns.relay import Delta, Final, Relay
+from chatkeep.turns.relay import Delta, Final, ReasoningDelta, Relay
 
 log = logging.getLogger("chatkeep.turns")
 
@@ -69,6 +69,8 @@ class RedisRelay:
         first = True
         try:
             async for item in relay.follow(0):
+                if isinstance(item, ReasoningDelta):
+                    continue  # the text only: readers take reasoning from the checkpoints
                 pipe = self.redis.pipeline(transaction=False)
                 if isinstance(item, Delta):
                     fields: dict[Any, Any] = {"o": item.offset, "t": item.text}

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Path, Request, Response
 from chatkeep.api.auth import CSRF_COOKIE, SESSION_COOKIE, current_user, principal_cache
 from chatkeep.api.deps import CurrentUser, DbDep, SettingsDep
 from chatkeep.api.schemas import AuthStatus, Credentials, KeyCreate, KeyCreated
-from chatkeep.api.shared_limits import enforce
 from chatkeep.problems import AlreadyExists, NotFound, Problem, Unauthorized
 from chatkeep.settings import Settings
 from chatkeep.store import users
@@ -37,7 +36,7 @@ async def auth_status(request: Request, db: DbDep) -> dict[str, Any]:
 
 @router.post("/setup", response_model=AuthStatus, status_code=201)
 async def setup(
-    body: Credentials, db: DbDep, settings: SettingsDep, response: Response
+    body: Credentials, request: Request, db: DbDep, settings: SettingsDep, response: Response
 ) -> dict[str, Any]:
     """Create the first account, an admin, and sign it in. Refused once any account exists."""
 
@@ -54,40 +53,42 @@ async def setup(
         return principal
 
     principal = await db.write(work)
-    return await _sign_in(db, settings, principal, response)
+    return await _sign_in(db, settings, principal, request, response)
 
 
 @router.post("/login", response_model=AuthStatus)
 async def login(
     body: Credentials, request: Request, db: DbDep, settings: SettingsDep, response: Response
 ) -> dict[str, Any]:
+    # Guessing is throttled per address (every attempt) and per account (failed attempts), in
+    # the database, so N workers do not allow N times the guesses (G8). The address is the
+    # client's, or what a trusted proxy says it is (api.security).
+    limiter = request.app.state.limiter
     client = request.client.host if request.client else "?"
-    await enforce(request.app.state.login_limiter, f"login:{client}:{body.name}")
+    await limiter.hit(f"login-addr:{client}", limit=settings.login_attempts_per_address_per_minute)
+    account = f"login-fail:{body.name.lower()}"
+    await limiter.check(account, limit=settings.login_attempts_per_minute)
     principal = await db.read(users.verify_password, name=body.name, password=body.password)
     if principal is None:
+        await limiter.hit(account, limit=settings.login_attempts_per_minute)
         raise Unauthorized("wrong name or password")
-    return await _sign_in(db, settings, principal, response)
+    return await _sign_in(db, settings, principal, request, response)
 
 
 async def _sign_in(
-    db: Any, settings: Settings, principal: Principal, response: Response
+    db: Any, settings: Settings, principal: Principal, request: Request, response: Response
 ) -> dict[str, Any]:
     def work(conn: Any) -> tuple[str, str]:
         return users.start_web_session(conn, user=principal, days=settings.web_session_days)
 
     token, csrf = await db.write(work)
     max_age = settings.web_session_days * 86400
+    # Secure over HTTPS, which behind a proxy is what a trusted proxy says (api.security).
+    secure = settings.cookie_secure or request.url.scheme == "https"
     response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=max_age,
-        httponly=True,
-        samesite="lax",
-        secure=settings.cookie_secure,
+        SESSION_COOKIE, token, max_age=max_age, httponly=True, samesite="lax", secure=secure
     )
-    response.set_cookie(
-        CSRF_COOKIE, csrf, max_age=max_age, samesite="strict", secure=settings.cookie_secure
-    )
+    response.set_cookie(CSRF_COOKIE, csrf, max_age=max_age, samesite="strict", secure=secure)
     return {
         "needs_setup": False,
         "user": {"name": principal.name, "is_admin": principal.is_admin},
