@@ -52,7 +52,7 @@ def cluster(
 
 @pytest.fixture(scope="module")
 def account_pool(cluster: Cluster) -> list[Account]:
-    return asyncio.run(new_accounts(cluster.database_url, 16, "cl"))
+    return asyncio.run(new_accounts(cluster.database_url, 24, "cl"))
 
 
 @pytest.fixture
