@@ -65,6 +65,12 @@ class Settings(BaseSettings):
         default=1200, description="Requests per user (or address) per minute; 0 turns it off."
     )
     login_attempts_per_minute: int = 10
+    auth_cache_ttl_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long a process reuses a checked API key or sign-in (0: never). A "
+        "revocation or sign-out made in another process takes effect within this time.",
+    )
 
     # Browser sign-in.
     cookie_secure: bool = False

@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, or_, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from chatkeep.problems import Gone, IdempotencyConflict, Invalid, InvalidParent, NotFound
@@ -79,13 +79,16 @@ def create_session_once(
     return session_public(existing), False
 
 
+# Built once: building a statement costs more than running it through the cache (issue 6).
+_BY_ID = select(S).where(S.c.user_pk == bindparam("user_pk"), S.c.id == bindparam("session_id"))
+_BY_ID_FOR_UPDATE = _BY_ID.with_for_update()
+
+
 def _get_row(
     conn: Connection, user_pk: int, session_id: str, *, for_update: bool = False
 ) -> Row[Any] | None:
-    stmt = select(S).where(S.c.user_pk == user_pk, S.c.id == session_id)
-    if for_update and conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    return conn.execute(stmt).first()
+    stmt = _BY_ID_FOR_UPDATE if for_update and conn.dialect.name == "postgresql" else _BY_ID
+    return conn.execute(stmt, {"user_pk": user_pk, "session_id": session_id}).first()
 
 
 def live_session(
