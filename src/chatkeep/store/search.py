@@ -96,8 +96,8 @@ class _Window:
     (100,000 bm25 scores: half a second). So hits are ranked within windows of the
     ``WINDOW`` newest matches: the best of the newest thousand first, then of the next
     thousand, and so on; a query with fewer matches is simply ranked. Titles rank with the
-    first window. A window is the pk range ``[low, top)``; finding its ``low`` walks the
-    user's matches newest first (FTS5 in rowid order; PostgreSQL a backward pk scan or GIN)."""
+    first window. A window is found by walking the user's matches newest first (FTS5 in rowid
+    order; PostgreSQL a backward pk scan or its GIN index, as it estimates cheaper)."""
 
     def __init__(self, conn: Connection, query: Query, user_pk: int) -> None:
         self.conn = conn
@@ -106,28 +106,33 @@ class _Window:
         self.titles, title_params = _titles_sql(self.dialect, query)
         self.params = {**params, **title_params, "user_pk": user_pk}
 
-    def low(self, top: int | None) -> int | None:
-        """The pk of the WINDOW-th newest match below ``top``; None if there are fewer."""
+    def newest(self, top: int | None) -> list[int]:
+        """The pks of the WINDOW newest matches below ``top``, newest first."""
         below = f" AND {self.pk} < :w_top" if top is not None else ""
         stmt = text(
-            f"SELECT {self.pk} AS pk {self.matches}{below}"
-            f" ORDER BY {self.pk} DESC LIMIT 1 OFFSET :w_offset"
+            f"SELECT {self.pk} AS pk {self.matches}{below} ORDER BY {self.pk} DESC LIMIT :w_size"
         )
-        found = self.conn.scalar(stmt, {**self.params, "w_top": top, "w_offset": WINDOW - 1})
-        return None if found is None else int(found)
+        return list(self.conn.scalars(stmt, {**self.params, "w_top": top, "w_size": WINDOW}))
 
     def ranked(
-        self, top: int | None, low: int | None, after: tuple[float, int, int] | None, n: int
+        self, top: int | None, pks: list[int], after: tuple[float, int, int] | None, n: int
     ) -> list[Any]:
-        """Up to ``n`` hits of the window ``[low, top)``, best first, after the keyset ``after``."""
-        bounds = (f" AND {self.pk} < :w_top" if top is not None else "") + (
-            f" AND {self.pk} >= :w_low" if low is not None else ""
-        )
+        """Up to ``n`` hits among the messages ``pks`` (and the titles, in the first window),
+        best first, after the keyset ``after``. FTS5 scores a pk range in the index itself;
+        PostgreSQL, the rows by key (its GIN index has no order to range over)."""
+        params: dict[str, Any] = {**self.params, "w_limit": n}
+        if not pks:
+            bounds = " AND 0 = 1"
+        elif self.dialect == "sqlite":
+            bounds = f" AND {self.pk} BETWEEN :w_low AND :w_high"
+            params |= {"w_low": pks[-1], "w_high": pks[0]}
+        else:
+            bounds = f" AND {self.pk} = ANY(:w_pks)"
+            params["w_pks"] = pks
         hits = f"SELECT 1 AS kind, {self.pk} AS pk, {self.score} AS score {self.matches}{bounds}"
         if top is None:
             hits += f" UNION ALL {self.titles}"
         where = ""
-        params = {**self.params, "w_top": top, "w_low": low, "w_limit": n}
         if after is not None:
             params["c_score"], params["c_kind"], params["c_pk"] = after
             where = """WHERE score < :c_score OR (score = :c_score AND (kind > :c_kind
@@ -176,11 +181,11 @@ def search(
     top, after = _decode_cursor(q, cursor) if cursor else (None, None)
     ranked: list[tuple[int | None, Any]] = []
     while len(ranked) <= limit:
-        low = window.low(top)
-        ranked += [(top, row) for row in window.ranked(top, low, after, limit + 1 - len(ranked))]
-        if low is None:
+        pks = window.newest(top)
+        ranked += [(top, row) for row in window.ranked(top, pks, after, limit + 1 - len(ranked))]
+        if len(pks) < WINDOW:
             break
-        top, after = low, None
+        top, after = pks[-1], None
     page, more = ranked[:limit], len(ranked) > limit
     details = _details(conn, [(r.kind, r.pk) for _, r in page])
     words = query.folded_words()
