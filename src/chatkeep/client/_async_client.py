@@ -50,13 +50,20 @@ class AsyncClient:
         max_retries: int = 5,
         timeout: float = 30.0,
         deadline: float = 60.0,
+        backoff_base: float = 0.25,
+        backoff_max: float = 8.0,
         outbox: str | Path | None = None,
         on_unauthorized: Callable[[], str | None | Awaitable[str | None]] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         url, key = _calls.resolve_config(base_url, api_key)
         self.base_url = url
-        self._policy = RetryPolicy(max_retries=max_retries, deadline=deadline)
+        self._policy = RetryPolicy(
+            max_retries=max_retries,
+            deadline=deadline,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+        )
         self._on_unauthorized = on_unauthorized
         self._http = httpx.AsyncClient(
             base_url=url,
@@ -208,16 +215,18 @@ class AsyncSessions:
     async def get(self, session_id: str) -> Session:
         """The session and its active path, with this client's queued messages after it."""
         box = self._client._outbox
+        # The queue is read before the page: an entry another flush confirms in between is then
+        # in the page, the queue, or both, never in neither (tests/client/test_cache_machine.py).
+        queued = box.pending() if box else []
         try:
             response = await self._client._request(Call("GET", f"/api/sessions/{session_id}"))
             body = response.json()
         except (NotFound, APIConnectionError):
-            queued = _cache.queued_session(session_id, box.pending()) if box else None
-            if queued is None:
+            offline = _cache.queued_session(session_id, queued)
+            if offline is None:
                 raise
-            return queued
-        session = Session.model_validate(body)
-        return _cache.with_queued(session, box.pending(session_id)) if box else session
+            return offline
+        return _cache.with_queued(Session.model_validate(body), queued)
 
     async def list(
         self, *, q: str | None = None, archived: bool = False, pinned: bool | None = None
