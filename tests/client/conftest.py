@@ -8,34 +8,20 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from sdkkit import Synced
+from sdkkit import SdkStack, Synced
 
 import chatkeep
 from chatkeep.settings import Settings
-from support.factories import Account, make_accounts_sync
+from support.factories import make_accounts_sync
 from support.fake_upstream import FakeUpstream, run_fake_upstream
 from support.fault_proxy import FaultProxy
 from support.server import ServerThread
 
 FAKE_MODEL = "fake-model"
-
-
-@dataclass
-class SdkStack:
-    server: ServerThread
-    fake: FakeUpstream
-    alice: Account
-    bob: Account
-    db_url: str
-
-    @property
-    def url(self) -> str:
-        return self.server.url
 
 
 @pytest.fixture(scope="session")
@@ -98,9 +84,7 @@ def flavor(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_client(
-    flavor: str, sdk_stack: SdkStack
-) -> Iterator[Callable[..., Any]]:
+def make_client(flavor: str, sdk_stack: SdkStack) -> Iterator[Callable[..., Any]]:
     """``make_client(**options)``: a ``Client`` or a synced ``AsyncClient`` with those options;
     ``fresh=True`` in options asks for a new connection per request (faults are per connection).
     """

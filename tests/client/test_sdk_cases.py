@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SdkStack
-from sdkkit import message_rows, session_count
+from sdkkit import SdkStack, message_rows, session_count
 
 import chatkeep
 from support.factories import new_id
@@ -73,7 +72,7 @@ def test_failed_save_is_kept_and_shown_queued(
     make_client: Callable[..., Any], proxy: FaultProxy, tmp_path: Path, sdk_stack: SdkStack
 ) -> None:
     """TC-2.3: a save that cannot reach the server does not raise or vanish: it comes back
-    ``queued`` (the SDK's "Failed to save" indicator), is shown by sessions.get, and is sent later."""
+    ``queued`` (the SDK's "Failed to save" indicator), sessions.get shows it, a flush sends it."""
     ck = make_client(base_url=proxy.url, outbox=tmp_path / "outbox.sqlite", max_retries=1)
     s = ck.sessions.create(title="Saved")
     proxy.down()
@@ -275,12 +274,17 @@ def test_answers_that_would_not_change_are_not_retried(
             chatkeep.Conflict,
             lambda: ck.sessions.create(id=s.id, title="another title"),
         ),
-        410: (chatkeep.Gone, lambda: (ck.sessions.delete(s.id), ck.messages.append(
-            s.id, role="user", content="late"
-        ))),
-        422: (chatkeep.UnprocessableEntity, lambda: ck.messages.append(
-            s.id, role="user", content=[]
-        )),
+        410: (
+            chatkeep.Gone,
+            lambda: (
+                ck.sessions.delete(s.id),
+                ck.messages.append(s.id, role="user", content="late"),
+            ),
+        ),
+        422: (
+            chatkeep.UnprocessableEntity,
+            lambda: ck.messages.append(s.id, role="user", content=[]),
+        ),
     }
     kind, action = errors[status_code]
     with pytest.raises(kind) as caught:
