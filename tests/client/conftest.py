@@ -6,22 +6,17 @@ either flavour (``Client``, or ``AsyncClient`` behind ``sdkkit.Synced``) for sha
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from sdkkit import SdkStack, Synced
+from sdkkit import Synced
 
 import chatkeep
-from chatkeep.settings import Settings
-from support.factories import make_accounts_sync
 from support.fake_upstream import FakeUpstream, run_fake_upstream
 from support.fault_proxy import FaultProxy
-from support.server import ServerThread
-
-FAKE_MODEL = "fake-model"
+from support.sdk_stack import SdkStack, start_sdk_stack
 
 
 @pytest.fixture(scope="session")
@@ -37,32 +32,9 @@ def sdk_stack(
     sdk_fake: FakeUpstream,
 ) -> Iterator[SdkStack]:
     """A chatkeep server whose models are the fake upstream's, with alice and bob."""
-    drop: Callable[[], None] = lambda: None  # noqa: E731
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sdk') / 'chatkeep.db'}"
-    else:
-        cluster = request.getfixturevalue("postgres_cluster")
-        name = f"sdk_{uuid.uuid4().hex[:16]}"
-        url = cluster.create_database(name)
-        drop = lambda: cluster.drop_database(name)  # noqa: E731
-    accounts = make_accounts_sync(url, "alice", "bob")
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("sdkdata"),
-        database_url=url,
-        demo_model=True,
-        ollama_autodetect=False,
-        rate_limit_per_minute=0,
-        openai_base_url=sdk_fake.base_url,
-        openai_api_key="test",
-        default_model=FAKE_MODEL,
-        checkpoint_interval_s=0.05,
-    )
-    server = ServerThread(settings).start()
-    try:
-        yield SdkStack(server, sdk_fake, accounts["alice"], accounts["bob"], url)
-    finally:
-        server.stop()
-        drop()
+    data_dir = tmp_path_factory.mktemp("sdk")
+    with start_sdk_stack(request.param, request, data_dir, sdk_fake) as stack:
+        yield stack
 
 
 @pytest.fixture(autouse=True)

@@ -15,28 +15,14 @@ import asyncio
 import inspect
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
 
 from chatkeep.store.engine import Database
-from support.factories import Account
-from support.fake_upstream import FakeUpstream
-from support.server import ServerThread
+from support.sdk_stack import SdkStack
 
-
-@dataclass
-class SdkStack:
-    server: ServerThread
-    fake: FakeUpstream
-    alice: Account
-    bob: Account
-    db_url: str
-
-    @property
-    def url(self) -> str:
-        return self.server.url
+__all__ = ["SdkStack", "Synced", "db_rows", "message_rows", "session_count"]
 
 
 PLAIN = (str, bytes, int, float, bool, type(None), list, dict, tuple)
