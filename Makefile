@@ -30,7 +30,7 @@ help:
 	@echo "make bench        run the benchmarks (python -m bench)"
 	@echo "make chaos        run the chaos tests"
 	@echo "make venv         create .venv and install chatkeep with its test extras"
-	@echo "make system-deps  apt-install PostgreSQL and Chromium if they are missing"
+	@echo "make system-deps  apt-install PostgreSQL, Chromium, redis-server, nginx if missing"
 	@echo "make clean        remove .venv, data/ and caches"
 
 # ---- environment ------------------------------------------------------------------------
@@ -56,11 +56,14 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $@
 
-# PostgreSQL (the second store backend, tested for real) and Chromium (browser tests).
+# PostgreSQL (the second store backend, tested for real), Chromium (browser tests), and
+# redis-server and nginx (the scale-out tests: Redis relay, a real load balancer in front).
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
+	[ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if ! command -v apt-get >/dev/null 2>&1; then \
 	  echo "warning: missing$$missing and no apt-get here; install them yourself" >&2; exit 0; \

@@ -19,8 +19,7 @@ from time import perf_counter
 from typing import Any
 
 import httpx
-from sqlalchemy import insert, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, insert, update
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatkeep.settings import Settings
@@ -59,11 +58,10 @@ async def setup_users(url: str, *names: str) -> tuple[Database, dict[str, BenchU
     by default (SQLite: WAL, synchronous=FULL)."""
     accounts = await make_accounts(url, *names)
     db = Database(url)
-    async with db.read() as conn:
-        made = {
-            name: BenchUser(name, acc.key, await users.user_pk(conn, name))
-            for name, acc in accounts.items()
-        }
+    made = {
+        name: BenchUser(name, acc.key, await db.read(users.user_pk, name))
+        for name, acc in accounts.items()
+    }
     return db, made
 
 
@@ -87,8 +85,8 @@ def new_message(text: str = TEXT, role: str = "user") -> messages.NewMessage:
 async def create_session(db: Database, user_pk: int, title: str) -> str:
     session_id = new_id()
 
-    async def work(conn: AsyncConnection) -> None:
-        await sessions.create_session_once(
+    def work(conn: Connection) -> None:
+        sessions.create_session_once(
             conn, user_pk=user_pk, session_id=session_id, fields={"title": title}
         )
 
@@ -99,8 +97,8 @@ async def create_session(db: Database, user_pk: int, title: str) -> str:
 async def fill_messages(db: Database, user_pk: int, session_id: str, count: int) -> None:
     """Append ``count`` messages to the session's active path, in bulk."""
 
-    async def work(conn: AsyncConnection) -> None:
-        session = await sessions.live_session(conn, user_pk, session_id, for_update=True)
+    def work(conn: Connection) -> None:
+        session = sessions.live_session(conn, user_pk, session_id, for_update=True)
         parent, seq, now = session.active_leaf_id, int(session.last_seq), utcnow()
         rows: list[dict[str, Any]] = []
         for i in range(count):
@@ -127,8 +125,8 @@ async def fill_messages(db: Database, user_pk: int, session_id: str, count: int)
             )
             parent = message_id
         for start in range(0, len(rows), _CHUNK):
-            await conn.execute(insert(M), rows[start : start + _CHUNK])
-        await conn.execute(
+            conn.execute(insert(M), rows[start : start + _CHUNK])
+        conn.execute(
             update(S)
             .where(S.c.pk == session.pk)
             .values(last_seq=seq, active_leaf_id=parent, updated_at=now)
@@ -141,7 +139,7 @@ async def fill_sessions(db: Database, user_pk: int, count: int) -> None:
     """``count`` sessions with distinct ``updated_at`` (one a minute back in time), a few pinned,
     archived or deleted (tombstones), as a long-time user's sidebar holds."""
 
-    async def work(conn: AsyncConnection) -> None:
+    def work(conn: Connection) -> None:
         now = utcnow()
         rows = []
         for i in range(count):
@@ -163,7 +161,7 @@ async def fill_sessions(db: Database, user_pk: int, count: int) -> None:
                 }
             )
         for start in range(0, len(rows), _CHUNK):
-            await conn.execute(insert(S), rows[start : start + _CHUNK])
+            conn.execute(insert(S), rows[start : start + _CHUNK])
 
     await db.write(work)
 

@@ -23,6 +23,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Connection,
     DateTime,
     Integer,
     MetaData,
@@ -32,7 +33,6 @@ from sqlalchemy import (
     insert,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bench._common import Context, RatioAtMost, Result, Rows, TimeBelow, interleaved
 from bench._fixtures import (
@@ -94,7 +94,7 @@ async def run(ctx: Context) -> list[Result]:
         for count in held:
             targets[count] = await create_session(db, user.user_pk, f"holding {count}")
             await fill_messages(db, user.user_pk, targets[count], count)
-        await db.write(lambda conn: conn.run_sync(RAW.metadata.create_all))
+        await db.write(RAW.metadata.create_all)
         await settle(db)
         seqs = itertools.count(1)
         async with driver_insert(url, seqs) as raw_driver, serve(url, ctx.workdir, user) as srv:
@@ -155,10 +155,8 @@ def appender(db: Database, user_pk: int, session_id: str) -> Op:
     async def op() -> None:
         msg = new_message()
 
-        async def work(conn: AsyncConnection) -> tuple[dict[str, Any], bool]:
-            return await messages.append_message(
-                conn, user_pk=user_pk, session_id=session_id, msg=msg
-            )
+        def work(conn: Connection) -> tuple[dict[str, Any], bool]:
+            return messages.append_message(conn, user_pk=user_pk, session_id=session_id, msg=msg)
 
         _, created = await db.write(work)
         if not created:

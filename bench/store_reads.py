@@ -19,8 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, text
 
 from bench._common import Context, Result, Rows, TimeBelow, interleaved
 from bench._fixtures import (
@@ -48,7 +47,7 @@ BASE_STORE = "SELECT 1 (Database.read)"
 BASE_SERVER = "GET /healthz (server-side)"
 BASE_HTTP = "GET /healthz (round trip)"
 Op = Callable[[], Awaitable[object]]
-StoreCall = Callable[[AsyncConnection], Awaitable[object]]
+StoreCall = Callable[[Connection], object]
 
 
 @dataclass(frozen=True)
@@ -77,8 +76,7 @@ async def run(ctx: Context) -> list[Result]:
         await fill_sessions(db, user.user_pk, 10_000 - 2)
         await fill_sessions(db, accounts["neighbour"].user_pk, 10_000)
         await settle(db)
-        async with db.read() as conn:
-            deep = await sessions.list_sessions(conn, user_pk=user.user_pk, limit=9_000)
+        deep = await db.read(sessions.list_sessions, user_pk=user.user_pk, limit=9_000)
         cursor = deep["next_cursor"]
         reads = plan(user.user_pk, short, long, cursor)
         async with serve(url, ctx.workdir, user) as srv:
@@ -106,23 +104,23 @@ async def run(ctx: Context) -> list[Result]:
 
 
 def plan(user_pk: int, short: str, long: str, cursor: str) -> list[Read]:
-    async def deep_page(conn: AsyncConnection) -> object:
-        row = await sessions.live_session(conn, user_pk, long)
-        return await messages.messages_after(conn, row, after_seq=5_000, limit=100)
+    def deep_page(conn: Connection) -> object:
+        row = sessions.live_session(conn, user_pk, long)
+        return messages.messages_after(conn, row, after_seq=5_000, limit=100)
 
-    async def last_page(conn: AsyncConnection) -> object:
-        row = await sessions.live_session(conn, user_pk, long)
-        return await messages.messages_after(conn, row, after_seq=row.last_seq - 100, limit=100)
+    def last_page(conn: Connection) -> object:
+        row = sessions.live_session(conn, user_pk, long)
+        return messages.messages_after(conn, row, after_seq=row.last_seq - 100, limit=100)
 
-    async def path_tail(conn: AsyncConnection) -> object:
-        row = await sessions.live_session(conn, user_pk, long)
-        return await messages.path_page(conn, row, limit=100)
+    def path_tail(conn: Connection) -> object:
+        row = sessions.live_session(conn, user_pk, long)
+        return messages.path_page(conn, row, limit=100)
 
-    async def sidebar(conn: AsyncConnection) -> object:
-        return await sessions.list_sessions(conn, user_pk=user_pk, limit=50)
+    def sidebar(conn: Connection) -> object:
+        return sessions.list_sessions(conn, user_pk=user_pk, limit=50)
 
-    async def sidebar_deep(conn: AsyncConnection) -> object:
-        return await sessions.list_sessions(conn, user_pk=user_pk, limit=50, cursor=cursor)
+    def sidebar_deep(conn: Connection) -> object:
+        return sessions.list_sessions(conn, user_pk=user_pk, limit=50, cursor=cursor)
 
     source3 = "source Benchmark 3 asks < 500 ms round trip"
     return [
@@ -158,15 +156,15 @@ def plan(user_pk: int, short: str, long: str, cursor: str) -> list[Read]:
 def path_of(user_pk: int, session_id: str) -> StoreCall:
     """What ``GET /api/sessions/{id}`` runs: the session row, then its active path."""
 
-    async def load(conn: AsyncConnection) -> object:
-        row = await sessions.live_session(conn, user_pk, session_id)
-        return await messages.active_path(conn, row)
+    def load(conn: Connection) -> object:
+        row = sessions.live_session(conn, user_pk, session_id)
+        return messages.active_path(conn, row)
 
     return load
 
 
-async def select_one(conn: AsyncConnection) -> object:
-    return await conn.execute(text("SELECT 1"))
+def select_one(conn: Connection) -> object:
+    return conn.execute(text("SELECT 1"))
 
 
 def store_case(read: Read) -> str:
@@ -183,8 +181,7 @@ def http_case(read: Read) -> str:
 
 def store_op(db: Database, call: StoreCall) -> Op:
     async def op() -> None:
-        async with db.read() as conn:
-            await call(conn)
+        await db.read(call)
 
     return op
 

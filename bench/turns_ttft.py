@@ -83,7 +83,7 @@ async def run(ctx: Context) -> list[Result]:
     user = accounts["bench"]
     try:
         session_ids = await bulk_sessions(db, user.user_pk, n + warmup + 1)
-        await db.write(lambda conn: conn.run_sync(RAW.metadata.create_all))
+        await db.write(RAW.metadata.create_all)
     finally:
         await db.dispose()
     seqs = itertools.count(1)
@@ -584,9 +584,9 @@ async def bulk_sessions(db: Any, user_pk: int, count: int) -> list[str]:
         for i, session_id in enumerate(ids)
     ]
 
-    async def work(conn: Any) -> None:
+    def work(conn: Any) -> None:
         for start in range(0, len(rows), 1000):
-            await conn.execute(insert(sessions.S), rows[start : start + 1000])
+            conn.execute(insert(sessions.S), rows[start : start + 1000])
 
     await db.write(work)
     return ids

@@ -78,8 +78,7 @@ def chatkeep(db_url: str, tmp_path: Path) -> Chatkeep:
 async def user_names(db_url: str) -> list[str]:
     db = Database(db_url)
     try:
-        async with db.read() as conn:
-            return [r["name"] for r in await users.list_users(conn)]
+        return [r["name"] for r in await db.read(users.list_users)]
     finally:
         await db.dispose()
 

@@ -156,8 +156,7 @@ async def test_image_is_stored_once_and_served_back_with_auth(
 
     db = Database(db_url)
     try:
-        async with db.read() as conn:
-            blobs = await conn.scalar(text("SELECT count(*) FROM blobs"))
+        blobs = await db.read(lambda conn: conn.scalar(text("SELECT count(*) FROM blobs")))
     finally:
         await db.dispose()
     assert blobs == 1

@@ -29,8 +29,7 @@ async def db_scalar(db_url: str, sql: str, **params: object) -> object:
     """Ask the database itself, not the API, what is stored."""
     db = Database(db_url)
     try:
-        async with db.read() as conn:
-            return await conn.scalar(text(sql), params)
+        return await db.read(lambda conn: conn.scalar(text(sql), params))
     finally:
         await db.dispose()
 

@@ -8,7 +8,7 @@ import sys
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import insert, update
+from sqlalchemy import Connection, insert, update
 
 from chatkeep.store.audit import run_audit
 from chatkeep.store.engine import Database
@@ -58,32 +58,32 @@ async def test_audit_finds_each_kind_of_damage(stack, api, db_url) -> None:
     assert (await api.put(f"/api/sessions/{new_id()}", json={})).status_code == 201
     db = Database(db_url)
     try:
-        async with db.engine.begin() as conn:
-            session = (await conn.execute(S.select().where(S.c.id == sid))).one()
-            first = (await conn.execute(M.select().where(M.c.id == ids[0]))).one()
+
+        def damage(conn: Connection) -> None:
+            session = conn.execute(S.select().where(S.c.id == sid)).one()
+            first = conn.execute(M.select().where(M.c.id == ids[0])).one()
             base = {k: getattr(first, k) for k in first._mapping.keys() if k != "pk"}
             # A duplicate of the first message (same parent, content, within 1 s) at seq 10:
             # also a seq gap, since last_seq stays 3.
-            await conn.execute(insert(M).values({**base, "id": new_id(), "seq": 10}))
+            conn.execute(insert(M).values({**base, "id": new_id(), "seq": 10}))
             # A message whose parent is not in the session.
-            await conn.execute(
+            conn.execute(
                 insert(M).values(
                     {**base, "id": new_id(), "seq": 11, "parent_id": new_id(), "content": "x"}
                 )
             )
             # A reply left streaming by a process that died long ago.
-            await conn.execute(
+            conn.execute(
                 update(M)
                 .where(M.c.id == ids[2])
                 .values(status="streaming", lease_expires_at=utcnow() - timedelta(hours=1))
             )
-            await conn.execute(
-                update(S).where(S.c.pk == session.pk).values(active_leaf_id=new_id())
-            )
+            conn.execute(update(S).where(S.c.pk == session.pk).values(active_leaf_id=new_id()))
             # A session marked deleted whose messages stayed behind.
-            await conn.execute(update(S).where(S.c.id == doomed).values(deleted_at=utcnow()))
-        async with db.read() as conn:
-            found = {f.check: f.rows for f in await run_audit(conn)}
+            conn.execute(update(S).where(S.c.id == doomed).values(deleted_at=utcnow()))
+
+        await db.write(damage)
+        found = {f.check: f.rows for f in await db.read(run_audit)}
     finally:
         await db.dispose()
     for check in (

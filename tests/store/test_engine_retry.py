@@ -8,9 +8,8 @@ import sqlite3
 import threading
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatkeep.store.engine import Database, Transient
 from support.factories import new_id
@@ -21,12 +20,12 @@ async def test_write_runs_again_after_a_transient_error(tmp_path) -> None:
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}", on_retry=retries.append)
     attempts = 0
 
-    async def work(conn: AsyncConnection) -> int:
+    def work(conn: Connection) -> int:
         nonlocal attempts
         attempts += 1
         if attempts < 3:
             raise Transient("try again")
-        return int(await conn.scalar(text("SELECT 41 + 1")))
+        return int(conn.scalar(text("SELECT 41 + 1")))
 
     try:
         assert await db.write(work) == 42
@@ -39,12 +38,12 @@ async def test_write_does_not_retry_a_permanent_error(tmp_path) -> None:
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
     attempts = 0
 
-    async def work(conn: AsyncConnection) -> None:
+    def work(conn: Connection) -> None:
         nonlocal attempts
         attempts += 1
-        await conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY)"))
-        await conn.execute(text("INSERT INTO t VALUES (1)"))
-        await conn.execute(text("INSERT INTO t VALUES (1)"))
+        conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY)"))
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+        conn.execute(text("INSERT INTO t VALUES (1)"))
 
     try:
         with pytest.raises(IntegrityError):

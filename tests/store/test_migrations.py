@@ -27,8 +27,7 @@ async def test_upgrading_an_empty_database_builds_the_declared_schema(db_url: st
         await asyncio.gather(migrate.upgrade(db), migrate.upgrade(db))
         await migrate.upgrade(db)
         assert await migrate.current_revision(db) == migrate.head_revision()
-        async with db.read() as conn:
-            drift = await conn.run_sync(_drift)
+        drift = await db.read(_drift)
     finally:
         await db.dispose()
     assert drift == [], drift

@@ -41,9 +41,9 @@ async def make_accounts(db_url: str, *names: str) -> dict[str, Account]:
         for name in names:
             password = f"{name}-password"
 
-            async def work(conn: object, name: str = name, password: str = password) -> str:
-                await users.create_user(conn, name=name, password=password)  # type: ignore[arg-type]
-                key = await users.create_api_key(conn, user_name=name, name="test")  # type: ignore[arg-type]
+            def work(conn: object, name: str = name, password: str = password) -> str:
+                users.create_user(conn, name=name, password=password)  # type: ignore[arg-type]
+                key = users.create_api_key(conn, user_name=name, name="test")  # type: ignore[arg-type]
                 return str(key["key"])
 
             made[name] = Account(name, password, await db.write(work))

@@ -83,8 +83,9 @@ class TurnStack:
         """Ask the database itself, past the API that could hide a row."""
         db = Database(self.db_url)
         try:
-            async with db.read() as conn:
-                return [tuple(row) for row in await conn.execute(text(sql), params)]
+            return await db.read(
+                lambda conn: [tuple(row) for row in conn.execute(text(sql), params)]
+            )
         finally:
             await db.dispose()
 

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from chatkeep.settings import Settings
 from chatkeep.store import users
@@ -84,11 +84,11 @@ class WebServer:
         password forms."""
         name = f"user{next(_names)}"
 
-        async def work(conn: AsyncConnection) -> WebAccount:
-            await users.create_user(conn, name=name, password=None)
-            key = await users.create_api_key(conn, user_name=name, name="test")
-            principal = users.Principal(await users.user_pk(conn, name), name, False)
-            token, csrf = await users.start_web_session(conn, user=principal, days=1)
+        def work(conn: Connection) -> WebAccount:
+            users.create_user(conn, name=name, password=None)
+            key = users.create_api_key(conn, user_name=name, name="test")
+            principal = users.Principal(users.user_pk(conn, name), name, False)
+            token, csrf = users.start_web_session(conn, user=principal, days=1)
             return WebAccount(name, str(key["key"]), token, csrf)
 
         assert self.server.loop is not None

@@ -32,16 +32,14 @@ async def _authenticate(request: Request, db: Database) -> Principal:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip().startswith("ck_"):
             raise _unauthorized("use 'Authorization: Bearer ck_…' with an API key")
-        async with db.read() as conn:
-            principal = await users.principal_for_api_key(conn, token.strip())
+        principal = await db.read(users.principal_for_api_key, token.strip())
         if principal is None:
             raise _unauthorized("unknown or revoked API key")
         return principal
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         raise _unauthorized("sign in, or send an API key")
-    async with db.read() as conn:
-        principal = await users.principal_for_web_session(conn, cookie)
+    principal = await db.read(users.principal_for_web_session, cookie)
     if principal is None:
         raise _unauthorized("your sign-in has expired")
     if request.method not in _SAFE:

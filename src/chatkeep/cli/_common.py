@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import typer
 from rich.console import Console
+from sqlalchemy import Connection
 
 from chatkeep.problems import Problem
 from chatkeep.settings import Settings
@@ -47,7 +48,7 @@ def run_with_db(work: Callable[[Database], Awaitable[T]], *, upgrade: bool = Tru
         raise typer.Exit(1) from problem
 
 
-def write(work: Callable[[Any], Awaitable[T]]) -> T:
+def write(work: Callable[[Connection], T]) -> T:
     """One write transaction against the configured database."""
 
     async def run(db: Database) -> T:

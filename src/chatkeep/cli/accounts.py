@@ -35,8 +35,8 @@ def add_user(
     """Add an account. The first account always becomes admin."""
     password = _read_password()
 
-    async def work(conn: Any) -> dict[str, Any]:
-        return await users.create_user(conn, name=name, password=password, admin=admin)
+    def work(conn: Any) -> dict[str, Any]:
+        return users.create_user(conn, name=name, password=password, admin=admin)
 
     user = write(work)
     role = "admin" if user["is_admin"] else "user"
@@ -46,8 +46,7 @@ def add_user(
 @users_app.command("list")
 def list_users() -> None:
     async def work(db: Database) -> list[dict[str, Any]]:
-        async with db.read() as conn:
-            return await users.list_users(conn)
+        return await db.read(users.list_users)
 
     table = Table("name", "admin", "created")
     for user in run_with_db(work):
@@ -60,8 +59,8 @@ def set_password(name: str) -> None:
     """Set an account's password (signs out its browsers)."""
     password = _read_password()
 
-    async def work(conn: Any) -> None:
-        await users.set_password(conn, name=name, password=password)
+    def work(conn: Any) -> None:
+        users.set_password(conn, name=name, password=password)
 
     write(work)
     err.print(f"password of [bold]{name}[/bold] changed")
@@ -75,8 +74,8 @@ def delete_user(
     if not yes:
         typer.confirm(f"Delete {name} and all their chats?", abort=True)
 
-    async def work(conn: Any) -> None:
-        await users.delete_user(conn, name=name)
+    def work(conn: Any) -> None:
+        users.delete_user(conn, name=name)
 
     write(work)
     err.print(f"deleted [bold]{name}[/bold]")
@@ -89,8 +88,8 @@ def create_key(
 ) -> None:
     """Create an API key. The key is printed once, alone on the last line."""
 
-    async def work(conn: Any) -> dict[str, Any]:
-        return await users.create_api_key(conn, user_name=user, name=name)
+    def work(conn: Any) -> dict[str, Any]:
+        return users.create_api_key(conn, user_name=user, name=name)
 
     key = write(work)
     err.print(f"API key [bold]{key['prefix']}…[/bold] for {user}; it is not shown again:")
@@ -100,8 +99,7 @@ def create_key(
 @keys_app.command("list")
 def list_keys(user: str) -> None:
     async def work(db: Database) -> list[dict[str, Any]]:
-        async with db.read() as conn:
-            return await users.list_api_keys(conn, user_name=user)
+        return await db.read(users.list_api_keys, user_name=user)
 
     table = Table("prefix", "name", "created", "revoked")
     for key in run_with_db(work):
@@ -113,8 +111,8 @@ def list_keys(user: str) -> None:
 
 @keys_app.command("revoke")
 def revoke_key(user: str, prefix: str) -> None:
-    async def work(conn: Any) -> int:
-        return await users.revoke_api_key(conn, user_name=user, prefix=prefix)
+    def work(conn: Any) -> int:
+        return users.revoke_api_key(conn, user_name=user, prefix=prefix)
 
     if write(work) == 0:
         err.print(f"[red]error:[/red] {user} has no active key {prefix}")

@@ -23,8 +23,7 @@ def audit(
     """Check the database for duplicates, session spikes, seq gaps, orphans and broken trees."""
 
     async def work(db: Database) -> list[Finding]:
-        async with db.read() as conn:
-            return await run_audit(conn, limit=limit)
+        return await db.read(run_audit, limit=limit)
 
     findings = run_with_db(work)
     bad = [f for f in findings if f.rows]

@@ -43,8 +43,7 @@ def serve(
     settings = Settings()
 
     async def prepare(db: Database) -> int:
-        async with db.read() as conn:
-            return await users.count_users(conn)
+        return await db.read(users.count_users)
 
     count = run_with_db(prepare)  # migrate once here, before any worker starts
     if settings.workers > 1 and not settings.prometheus_multiproc_dir:

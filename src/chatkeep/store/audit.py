@@ -9,8 +9,18 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Text, and_, cast, func, literal, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    Text,
+    and_,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+)
 
 from chatkeep.store.tables import ChatSession, Message, User, table, utcnow
 
@@ -165,11 +175,11 @@ CHECKS: dict[str, tuple[str, Callable[[str], Select[Any]]]] = {
 }
 
 
-async def run_audit(conn: AsyncConnection, *, limit: int = 20) -> list[Finding]:
+def run_audit(conn: Connection, *, limit: int = 20) -> list[Finding]:
     """Run every check; each Finding lists up to ``limit`` offending rows."""
     findings = []
     for name, (description, query) in CHECKS.items():
         stmt = query(conn.dialect.name).limit(limit)
-        rows = [dict(r._mapping) for r in (await conn.execute(stmt)).all()]
+        rows = [dict(r._mapping) for r in conn.execute(stmt).all()]
         findings.append(Finding(name, description, rows))
     return findings

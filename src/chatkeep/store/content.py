@@ -10,9 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatkeep.problems import InvalidContent, InvalidImage
 from chatkeep.store.tables import Blob, table
@@ -115,7 +114,7 @@ def blob_refs(content: Any) -> list[str]:
     return found
 
 
-async def put_blobs(conn: AsyncConnection, user_pk: int, blobs: list[NewBlob]) -> None:
+def put_blobs(conn: Connection, user_pk: int, blobs: list[NewBlob]) -> None:
     for blob in blobs:
         values = {
             "user_pk": user_pk,
@@ -125,20 +124,20 @@ async def put_blobs(conn: AsyncConnection, user_pk: int, blobs: list[NewBlob]) -
         }
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         stmt = dialect.insert(B).values(values).on_conflict_do_nothing()
-        await conn.execute(stmt)
+        conn.execute(stmt)
 
 
-async def check_blob_refs(conn: AsyncConnection, user_pk: int, content: Any) -> None:
+def check_blob_refs(conn: Connection, user_pk: int, content: Any) -> None:
     """A message may only point at images its own user uploaded (G7)."""
     for sha in blob_refs(content):
-        found = await conn.scalar(select(B.c.pk).where(B.c.user_pk == user_pk, B.c.sha256 == sha))
+        found = conn.scalar(select(B.c.pk).where(B.c.user_pk == user_pk, B.c.sha256 == sha))
         if found is None:
             raise InvalidImage(f"no uploaded image {sha}")
 
 
-async def get_blob(conn: AsyncConnection, user_pk: int, sha: str) -> tuple[str, bytes] | None:
+def get_blob(conn: Connection, user_pk: int, sha: str) -> tuple[str, bytes] | None:
     row = (
-        await conn.execute(
+        conn.execute(
             select(B.c.media_type, B.c.data).where(B.c.user_pk == user_pk, B.c.sha256 == sha)
         )
     ).first()

@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, bindparam, literal, select, update
+from sqlalchemy import Connection, Row, Select, and_, bindparam, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatkeep.problems import BatchFailed, IdempotencyConflict, InvalidParent, Problem
 from chatkeep.store.sessions import live_session
@@ -58,17 +57,17 @@ def message_public(row: Row[Any], session_id: str) -> dict[str, Any]:
     }
 
 
-async def find_message(conn: AsyncConnection, user_pk: int, message_id: str) -> Row[Any] | None:
+def find_message(conn: Connection, user_pk: int, message_id: str) -> Row[Any] | None:
     stmt = select(M).where(M.c.user_pk == user_pk, M.c.id == message_id)
-    return (await conn.execute(stmt)).first()
+    return conn.execute(stmt).first()
 
 
-async def replay_or_conflict(
-    conn: AsyncConnection, session: Row[Any], msg: NewMessage
+def replay_or_conflict(
+    conn: Connection, session: Row[Any], msg: NewMessage
 ) -> dict[str, Any] | None:
     """The stored message if ``msg.id`` was used before with the same payload; 409 if with
     another payload or in another session; None if the id is new."""
-    existing = await find_message(conn, session.user_pk, msg.id)
+    existing = find_message(conn, session.user_pk, msg.id)
     if existing is None:
         return None
     if existing.session_pk != session.pk or existing.request_hash != msg.fingerprint:
@@ -76,8 +75,8 @@ async def replay_or_conflict(
     return message_public(existing, session.id)
 
 
-async def insert_once(
-    conn: AsyncConnection,
+def insert_once(
+    conn: Connection,
     session: Row[Any],
     msg: NewMessage,
     *,
@@ -111,25 +110,25 @@ async def insert_once(
         .on_conflict_do_nothing(index_elements=["user_pk", "id"])
         .returning(M)
     )
-    return (await conn.execute(stmt)).first()
+    return conn.execute(stmt).first()
 
 
 def next_seq(session: Row[Any]) -> int:
     return int(session.last_seq) + 1
 
 
-async def advance_session(conn: AsyncConnection, session: Row[Any], leaf_id: str) -> Row[Any]:
+def advance_session(conn: Connection, session: Row[Any], leaf_id: str) -> Row[Any]:
     stmt = (
         update(S)
         .where(S.c.pk == session.pk)
         .values(last_seq=S.c.last_seq + 1, active_leaf_id=leaf_id, updated_at=utcnow())
         .returning(S)
     )
-    row: Row[Any] = (await conn.execute(stmt)).one()
+    row: Row[Any] = conn.execute(stmt).one()
     return row
 
 
-async def resolve_parent(conn: AsyncConnection, session: Row[Any], msg: NewMessage) -> str | None:
+def resolve_parent(conn: Connection, session: Row[Any], msg: NewMessage) -> str | None:
     """Without a parent_id a message continues the active path; with one it must name a
     message of this session, and if that is not the leaf it starts a branch (G3)."""
     if not msg.parent_given:
@@ -137,7 +136,7 @@ async def resolve_parent(conn: AsyncConnection, session: Row[Any], msg: NewMessa
         return leaf
     if msg.parent_id is None:
         return None
-    found = await conn.scalar(
+    found = conn.scalar(
         select(M.c.session_pk).where(M.c.user_pk == session.user_pk, M.c.id == msg.parent_id)
     )
     if found != session.pk:
@@ -145,36 +144,36 @@ async def resolve_parent(conn: AsyncConnection, session: Row[Any], msg: NewMessa
     return msg.parent_id
 
 
-async def append_to_locked(
-    conn: AsyncConnection, session: Row[Any], msg: NewMessage
+def append_to_locked(
+    conn: Connection, session: Row[Any], msg: NewMessage
 ) -> tuple[dict[str, Any], bool, Row[Any]]:
     """Append to a session whose row this transaction holds locked.
     Returns ``(public message, created, session row after the append)``."""
-    parent_id = await resolve_parent(conn, session, msg)
-    row = await insert_once(conn, session, msg, parent_id=parent_id)
+    parent_id = resolve_parent(conn, session, msg)
+    row = insert_once(conn, session, msg, parent_id=parent_id)
     if row is None:
         # The id is taken: a replay (200, the stored message) or a conflict (409).
-        replay = await replay_or_conflict(conn, session, msg)
+        replay = replay_or_conflict(conn, session, msg)
         if replay is None:
             raise IdempotencyConflict(f"message {msg.id} was stored with other content")
         return replay, False, session
-    session = await advance_session(conn, session, msg.id)
+    session = advance_session(conn, session, msg.id)
     return message_public(row, session.id), True, session
 
 
-async def append_message(
-    conn: AsyncConnection, *, user_pk: int, session_id: str, msg: NewMessage
+def append_message(
+    conn: Connection, *, user_pk: int, session_id: str, msg: NewMessage
 ) -> tuple[dict[str, Any], bool]:
-    session = await live_session(conn, user_pk, session_id, for_update=True)
-    public, created, _ = await append_to_locked(conn, session, msg)
+    session = live_session(conn, user_pk, session_id, for_update=True)
+    public, created, _ = append_to_locked(conn, session, msg)
     return public, created
 
 
-async def append_batch(
-    conn: AsyncConnection, *, user_pk: int, session_id: str, msgs: list[NewMessage]
+def append_batch(
+    conn: Connection, *, user_pk: int, session_id: str, msgs: list[NewMessage]
 ) -> list[dict[str, Any]]:
     """All of the batch or none of it, in order, with a result per item (G9, TC-5.x)."""
-    session = await live_session(conn, user_pk, session_id, for_update=True)
+    session = live_session(conn, user_pk, session_id, for_update=True)
     results: list[dict[str, Any]] = []
     failed = False
     for msg in msgs:
@@ -182,7 +181,7 @@ async def append_batch(
             results.append({"id": msg.id, "status": 424, "code": "not_attempted"})
             continue
         try:
-            public, created, session = await append_to_locked(conn, session, msg)
+            public, created, session = append_to_locked(conn, session, msg)
         except Problem as problem:
             failed = True
             results.append(
@@ -238,8 +237,8 @@ def _path_statement() -> Select[Any]:
 _ACTIVE_PATH = _path_statement()
 
 
-async def active_path(
-    conn: AsyncConnection,
+def active_path(
+    conn: Connection,
     session: Row[Any],
     *,
     leaf_id: str | None = None,
@@ -247,12 +246,12 @@ async def active_path(
 ) -> list[dict[str, Any]]:
     """The messages from the root to the leaf (default: the session's active leaf), in order;
     with ``limit``, only the last ``limit`` of them."""
-    page, _ = await path_page(conn, session, leaf_id=leaf_id, limit=limit)
+    page, _ = path_page(conn, session, leaf_id=leaf_id, limit=limit)
     return page
 
 
-async def path_page(
-    conn: AsyncConnection,
+def path_page(
+    conn: Connection,
     session: Row[Any],
     *,
     leaf_id: str | None = None,
@@ -265,15 +264,15 @@ async def path_page(
         return [], False
     depth = limit if limit is not None else 2**31 - 1  # "no limit", in an int4
     params = {"user_pk": session.user_pk, "session_pk": session.pk, "leaf_id": leaf, "depth": depth}
-    rows = (await conn.execute(_ACTIVE_PATH, params)).all()
+    rows = conn.execute(_ACTIVE_PATH, params).all()
     more = limit is not None and len(rows) > limit
     if more:
         rows = rows[1:]
     return [message_public(r, session.id) for r in rows], more
 
 
-async def messages_after(
-    conn: AsyncConnection, session: Row[Any], *, after_seq: int, limit: int
+def messages_after(
+    conn: Connection, session: Row[Any], *, after_seq: int, limit: int
 ) -> dict[str, Any]:
     """Every branch, in ``seq`` order, after a given seq: incremental sync for clients."""
     stmt = (
@@ -282,7 +281,7 @@ async def messages_after(
         .order_by(M.c.seq)
         .limit(limit + 1)
     )
-    rows = (await conn.execute(stmt)).all()
+    rows = conn.execute(stmt).all()
     page = rows[:limit]
     return {
         "messages": [message_public(r, session.id) for r in page],

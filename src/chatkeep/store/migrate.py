@@ -14,7 +14,6 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatkeep.store.engine import Database
 
@@ -29,23 +28,19 @@ def alembic_config() -> Config:
 
 
 async def upgrade(db: Database, revision: str = "head") -> None:
-    async def work(conn: AsyncConnection) -> None:
-        if not db.is_sqlite:
-            await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK_KEY})")
-        await conn.run_sync(_upgrade, revision)
-
-    await db.write(work)
+    await db.write(_upgrade, revision)
 
 
 def _upgrade(conn: Connection, revision: str) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK_KEY})")
     cfg = alembic_config()
     cfg.attributes["connection"] = conn
     command.upgrade(cfg, revision)
 
 
 async def current_revision(db: Database) -> str | None:
-    async with db.read() as conn:
-        return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+    return await db.read(lambda c: MigrationContext.configure(c).get_current_revision())
 
 
 def head_revision() -> str | None:

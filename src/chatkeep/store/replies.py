@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, Row, bindparam, select, update
 
 from chatkeep.problems import GenerationInProgress, IdempotencyConflict, NotFound
 from chatkeep.store.hashing import request_hash
@@ -48,8 +47,8 @@ class Turn:
     session_row: Row[Any] | None = None
 
 
-async def start_turn(
-    conn: AsyncConnection,
+def start_turn(
+    conn: Connection,
     *,
     user_pk: int,
     session_id: str,
@@ -69,28 +68,26 @@ async def start_turn(
     ``choose_model`` gets the session's model and names the one to use (or raises).
     """
     try:
-        session = await live_session(conn, user_pk, session_id, for_update=True)
+        session = live_session(conn, user_pk, session_id, for_update=True)
     except NotFound:
         if session_fields is None:
             raise
         # ``session`` creates the chat when it is absent; it never edits an existing one.
-        await create_session_once(
-            conn, user_pk=user_pk, session_id=session_id, fields=session_fields
-        )
-        session = await live_session(conn, user_pk, session_id, for_update=True)
+        create_session_once(conn, user_pk=user_pk, session_id=session_id, fields=session_fields)
+        session = live_session(conn, user_pk, session_id, for_update=True)
 
-    existing_reply = await find_message(conn, user_pk, reply_id)
+    existing_reply = find_message(conn, user_pk, reply_id)
     if existing_reply is not None:
-        return await _replay(conn, session, user_msg, existing_reply)
+        return _replay(conn, session, user_msg, existing_reply)
     model = choose_model(session.model)
-    await _refuse_if_generating(conn, session)
+    _refuse_if_generating(conn, session)
 
     # The user message at next_seq (or, for a regeneration, the stored one), the reply after
     # it, then one update of the session for both: fewer round trips before the first token.
-    parent_id = await resolve_parent(conn, session, user_msg)
-    user_row = await insert_once(conn, session, user_msg, parent_id=parent_id)
+    parent_id = resolve_parent(conn, session, user_msg)
+    user_row = insert_once(conn, session, user_msg, parent_id=parent_id)
     if user_row is None:
-        user_public = await replay_or_conflict(conn, session, user_msg)
+        user_public = replay_or_conflict(conn, session, user_msg)
         if user_public is None:
             raise IdempotencyConflict(f"message {user_msg.id} was stored with other content")
         used = 0
@@ -108,9 +105,7 @@ async def start_turn(
         status="streaming",
         extra={"lease_owner": owner, "lease_expires_at": now + timedelta(seconds=lease_ttl_s)},
     )
-    row = await insert_once(
-        conn, session, reply, parent_id=user_msg.id, seq=session.last_seq + used + 1
-    )
+    row = insert_once(conn, session, reply, parent_id=user_msg.id, seq=session.last_seq + used + 1)
     if row is None:
         raise IdempotencyConflict(f"message {reply_id} exists in another session")
     changes: dict[str, Any] = {
@@ -121,7 +116,7 @@ async def start_turn(
     if not session.title:
         changes["title"] = title_from(user_public["content"])
     session = (
-        await conn.execute(update(S).where(S.c.pk == session.pk).values(changes).returning(S))
+        conn.execute(update(S).where(S.c.pk == session.pk).values(changes).returning(S))
     ).one()
     return Turn(
         created=True,
@@ -135,10 +130,8 @@ async def start_turn(
     )
 
 
-async def _replay(
-    conn: AsyncConnection, session: Row[Any], user_msg: NewMessage, reply: Row[Any]
-) -> Turn:
-    user = await replay_or_conflict(conn, session, user_msg)
+def _replay(conn: Connection, session: Row[Any], user_msg: NewMessage, reply: Row[Any]) -> Turn:
+    user = replay_or_conflict(conn, session, user_msg)
     if user is None or reply.parent_id != user_msg.id or reply.session_pk != session.pk:
         raise IdempotencyConflict(f"reply {reply.id} belongs to another turn")
     return Turn(
@@ -152,9 +145,9 @@ async def _replay(
     )
 
 
-async def _refuse_if_generating(conn: AsyncConnection, session: Row[Any]) -> None:
+def _refuse_if_generating(conn: Connection, session: Row[Any]) -> None:
     running = (
-        await conn.execute(
+        conn.execute(
             select(M.c.pk, M.c.id, M.c.lease_expires_at).where(
                 M.c.session_pk == session.pk, M.c.status == "streaming"
             )
@@ -168,7 +161,7 @@ async def _refuse_if_generating(conn: AsyncConnection, session: Row[Any]) -> Non
             f"reply {running.id} is still being generated", reply_id=running.id
         )
     # Its owner died: interrupt it now rather than make the user wait for the reaper.
-    await conn.execute(
+    conn.execute(
         update(M)
         .where(M.c.pk == running.pk, M.c.status == "streaming")
         .values(status="interrupted", lease_owner=None, updated_at=utcnow())
@@ -194,8 +187,8 @@ class Checkpoint:
     content: str
 
 
-async def checkpoint_many(
-    conn: AsyncConnection, owner: str, checkpoints: list[Checkpoint], lease_until: datetime
+def checkpoint_many(
+    conn: Connection, owner: str, checkpoints: list[Checkpoint], lease_until: datetime
 ) -> set[int]:
     """One statement for every live reply of this process: write text, renew the lease.
     Returns the replies that are no longer this process's to write (cancelled elsewhere,
@@ -209,14 +202,14 @@ async def checkpoint_many(
         .values(content=bindparam("b_content"), lease_expires_at=lease_until, updated_at=now)
     )
     params = [{"b_pk": c.reply_pk, "b_content": c.content} for c in checkpoints]
-    await conn.execute(stmt, params)
-    return await not_owned(conn, owner, [c.reply_pk for c in checkpoints])
+    conn.execute(stmt, params)
+    return not_owned(conn, owner, [c.reply_pk for c in checkpoints])
 
 
-async def not_owned(conn: AsyncConnection, owner: str, reply_pks: list[int]) -> set[int]:
+def not_owned(conn: Connection, owner: str, reply_pks: list[int]) -> set[int]:
     """The replies among ``reply_pks`` that ``owner`` may no longer write: cancelled elsewhere,
     deleted with their session, or reaped."""
-    still = await conn.scalars(
+    still = conn.scalars(
         select(M.c.pk).where(
             M.c.pk.in_(reply_pks), M.c.status == "streaming", M.c.lease_owner == owner
         )
@@ -224,8 +217,8 @@ async def not_owned(conn: AsyncConnection, owner: str, reply_pks: list[int]) -> 
     return set(reply_pks) - set(still)
 
 
-async def finish_reply(
-    conn: AsyncConnection,
+def finish_reply(
+    conn: Connection,
     *,
     reply_pk: int,
     owner: str,
@@ -254,25 +247,23 @@ async def finish_reply(
         )
         .returning(M)
     )
-    row: Row[Any] | None = (await conn.execute(stmt)).first()
+    row: Row[Any] | None = conn.execute(stmt).first()
     return row
 
 
-async def cancel_reply(
-    conn: AsyncConnection, *, user_pk: int, session_id: str, reply_id: str
-) -> Row[Any]:
+def cancel_reply(conn: Connection, *, user_pk: int, session_id: str, reply_id: str) -> Row[Any]:
     """Mark a streaming reply cancelled; its owner stops and writes its last text (G5)."""
-    session = await live_session(conn, user_pk, session_id)
-    row = await find_message(conn, user_pk, reply_id)
+    session = live_session(conn, user_pk, session_id)
+    row = find_message(conn, user_pk, reply_id)
     if row is None or row.session_pk != session.pk:
         raise NotFound(f"no message {reply_id} in this session")
     if row.status == "streaming":
-        await conn.execute(
+        conn.execute(
             update(M)
             .where(M.c.pk == row.pk, M.c.status == "streaming")
             .values(status="cancelled", updated_at=utcnow())
         )
-        row = await find_message(conn, user_pk, reply_id)
+        row = find_message(conn, user_pk, reply_id)
         assert row is not None
     return row
 
@@ -288,13 +279,13 @@ def in_flight(row: Row[Any]) -> bool:
     )
 
 
-async def reply_state(conn: AsyncConnection, reply_pk: int) -> Row[Any] | None:
-    return (await conn.execute(select(M).where(M.c.pk == reply_pk))).first()
+def reply_state(conn: Connection, reply_pk: int) -> Row[Any] | None:
+    return (conn.execute(select(M).where(M.c.pk == reply_pk))).first()
 
 
-async def reap_expired(conn: AsyncConnection) -> int:
+def reap_expired(conn: Connection) -> int:
     """Replies whose owner's lease ran out become ``interrupted`` with their last checkpoint."""
-    result = await conn.execute(
+    result = conn.execute(
         update(M)
         .where(M.c.status == "streaming", M.c.lease_expires_at < utcnow())
         .values(status="interrupted", lease_owner=None, updated_at=utcnow())

@@ -7,9 +7,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, func, or_, select, update
+from sqlalchemy import Connection, Row, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatkeep.problems import Gone, IdempotencyConflict, Invalid, InvalidParent, NotFound
 from chatkeep.store.hashing import request_hash
@@ -33,8 +32,8 @@ def session_public(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-async def create_session_once(
-    conn: AsyncConnection, *, user_pk: int, session_id: str, fields: dict[str, Any]
+def create_session_once(
+    conn: Connection, *, user_pk: int, session_id: str, fields: dict[str, Any]
 ) -> tuple[dict[str, Any], bool]:
     """Create the session if absent; else return it. ``(public, created)``.
 
@@ -67,10 +66,10 @@ async def create_session_once(
         .on_conflict_do_nothing(index_elements=["user_pk", "id"])
         .returning(S)
     )
-    row = (await conn.execute(stmt)).first()
+    row = conn.execute(stmt).first()
     if row is not None:
         return session_public(row), True
-    existing = await _get_row(conn, user_pk, session_id)
+    existing = _get_row(conn, user_pk, session_id)
     assert existing is not None, "a conflicting row must exist"
     if existing.deleted_at is not None:
         raise Gone()  # a late retry cannot bring a deleted chat back (G5)
@@ -79,24 +78,24 @@ async def create_session_once(
     return session_public(existing), False
 
 
-async def _get_row(
-    conn: AsyncConnection, user_pk: int, session_id: str, *, for_update: bool = False
+def _get_row(
+    conn: Connection, user_pk: int, session_id: str, *, for_update: bool = False
 ) -> Row[Any] | None:
     stmt = select(S).where(S.c.user_pk == user_pk, S.c.id == session_id)
     if for_update and conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
-    return (await conn.execute(stmt)).first()
+    return conn.execute(stmt).first()
 
 
-async def live_session(
-    conn: AsyncConnection, user_pk: int, session_id: str, *, for_update: bool = False
+def live_session(
+    conn: Connection, user_pk: int, session_id: str, *, for_update: bool = False
 ) -> Row[Any]:
     """The user's session, or 404 (absent or another user's, G7) or 410 (deleted, G5).
 
     ``for_update`` locks the row on PostgreSQL: every append to a session holds this lock, which
     is what makes ``seq`` contiguous (SQLite's BEGIN IMMEDIATE already serializes writers).
     """
-    row = await _get_row(conn, user_pk, session_id, for_update=for_update)
+    row = _get_row(conn, user_pk, session_id, for_update=for_update)
     if row is None:
         raise NotFound(f"no session {session_id}")
     if row.deleted_at is not None:
@@ -121,8 +120,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
         raise Invalid("cursor is not one this server gave out", field="cursor") from exc
 
 
-async def list_sessions(
-    conn: AsyncConnection,
+def list_sessions(
+    conn: Connection,
     *,
     user_pk: int,
     limit: int,
@@ -150,38 +149,38 @@ async def list_sessions(
             or_(S.c.updated_at < after_stamp, S.c.pk < after_pk),
         )
     stmt = stmt.order_by(S.c.updated_at.desc(), S.c.pk.desc()).limit(limit + 1)
-    rows = (await conn.execute(stmt)).all()
+    rows = conn.execute(stmt).all()
     page, more = rows[:limit], len(rows) > limit
     next_cursor = _encode_cursor(page[-1].updated_at, page[-1].pk) if more else None
     return {"sessions": [session_public(r) for r in page], "next_cursor": next_cursor}
 
 
-async def patch_session(
-    conn: AsyncConnection, *, user_pk: int, session_id: str, changes: dict[str, Any]
+def patch_session(
+    conn: Connection, *, user_pk: int, session_id: str, changes: dict[str, Any]
 ) -> dict[str, Any]:
-    row = await live_session(conn, user_pk, session_id, for_update=True)
+    row = live_session(conn, user_pk, session_id, for_update=True)
     leaf = changes.get("active_leaf_id")
     if "active_leaf_id" in changes and leaf is not None:
-        found = await conn.scalar(
+        found = conn.scalar(
             select(M.c.pk).where(M.c.user_pk == user_pk, M.c.id == leaf, M.c.session_pk == row.pk)
         )
         if found is None:
             raise InvalidParent(f"{leaf} is not a message of this session", field="active_leaf_id")
     if changes:
-        await conn.execute(update(S).where(S.c.pk == row.pk).values(**changes))
-    return session_public(await live_session(conn, user_pk, session_id))
+        conn.execute(update(S).where(S.c.pk == row.pk).values(**changes))
+    return session_public(live_session(conn, user_pk, session_id))
 
 
-async def tombstone(conn: AsyncConnection, *, user_pk: int, session_id: str) -> int | None:
+def tombstone(conn: Connection, *, user_pk: int, session_id: str) -> int | None:
     """Delete a session's messages and keep a tombstone (G5). Returns its pk, or None if it was
     already deleted; 404 if it never existed for this user."""
-    row = await _get_row(conn, user_pk, session_id, for_update=True)
+    row = _get_row(conn, user_pk, session_id, for_update=True)
     if row is None:
         raise NotFound(f"no session {session_id}")
     if row.deleted_at is not None:
         return None
-    await conn.execute(delete(M).where(M.c.session_pk == row.pk))
-    await conn.execute(
+    conn.execute(delete(M).where(M.c.session_pk == row.pk))
+    conn.execute(
         update(S)
         .where(S.c.pk == row.pk)
         .values(deleted_at=utcnow(), title="", model=None, active_leaf_id=None)

@@ -12,9 +12,8 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatkeep.problems import AlreadyExists, Invalid, NotFound
 from chatkeep.store.tables import ApiKey, InstanceSetup, User, WebSession, table, utcnow
@@ -59,16 +58,16 @@ def check_password(password: str) -> str:
     return password
 
 
-async def create_user(
-    conn: AsyncConnection, *, name: str, password: str | None, admin: bool = False
+def create_user(
+    conn: Connection, *, name: str, password: str | None, admin: bool = False
 ) -> dict[str, Any]:
     """Create a user. The very first account becomes admin, whatever was asked."""
     check_name(name)
     password_hash = _hasher.hash(check_password(password)) if password is not None else None
-    first = (await conn.scalar(select(func.count()).select_from(U))) == 0
+    first = (conn.scalar(select(func.count()).select_from(U))) == 0
     try:
-        async with conn.begin_nested():
-            pk = await conn.scalar(
+        with conn.begin_nested():
+            pk = conn.scalar(
                 insert(U)
                 .values(name=name, password_hash=password_hash, is_admin=admin or first)
                 .returning(U.c.pk)
@@ -78,43 +77,43 @@ async def create_user(
     if first:
         # Two racing first accounts: only one row here, so only one claims the instance.
         try:
-            async with conn.begin_nested():
-                await conn.execute(insert(I).values(id=1, user_pk=pk))
+            with conn.begin_nested():
+                conn.execute(insert(I).values(id=1, user_pk=pk))
         except IntegrityError:
-            await conn.execute(update(U).where(U.c.pk == pk).values(is_admin=admin))
-    row = (await conn.execute(select(U).where(U.c.pk == pk))).one()
+            conn.execute(update(U).where(U.c.pk == pk).values(is_admin=admin))
+    row = (conn.execute(select(U).where(U.c.pk == pk))).one()
     return {"name": row.name, "is_admin": row.is_admin, "created_at": row.created_at}
 
 
-async def count_users(conn: AsyncConnection) -> int:
-    return int(await conn.scalar(select(func.count()).select_from(U)) or 0)
+def count_users(conn: Connection) -> int:
+    return int(conn.scalar(select(func.count()).select_from(U)) or 0)
 
 
-async def list_users(conn: AsyncConnection) -> list[dict[str, Any]]:
-    rows = (await conn.execute(select(U).order_by(U.c.pk))).all()
+def list_users(conn: Connection) -> list[dict[str, Any]]:
+    rows = (conn.execute(select(U).order_by(U.c.pk))).all()
     return [{"name": r.name, "is_admin": r.is_admin, "created_at": r.created_at} for r in rows]
 
 
-async def user_pk(conn: AsyncConnection, name: str) -> int:
-    pk = await conn.scalar(select(U.c.pk).where(U.c.name == name))
+def user_pk(conn: Connection, name: str) -> int:
+    pk = conn.scalar(select(U.c.pk).where(U.c.name == name))
     if pk is None:
         raise NotFound(f"no user {name}")
     return int(pk)
 
 
-async def set_password(conn: AsyncConnection, *, name: str, password: str) -> None:
-    pk = await user_pk(conn, name)
+def set_password(conn: Connection, *, name: str, password: str) -> None:
+    pk = user_pk(conn, name)
     hashed = _hasher.hash(check_password(password))
-    await conn.execute(update(U).where(U.c.pk == pk).values(password_hash=hashed))
-    await conn.execute(delete(W).where(W.c.user_pk == pk))
+    conn.execute(update(U).where(U.c.pk == pk).values(password_hash=hashed))
+    conn.execute(delete(W).where(W.c.user_pk == pk))
 
 
-async def delete_user(conn: AsyncConnection, *, name: str) -> None:
-    await conn.execute(delete(U).where(U.c.pk == await user_pk(conn, name)))
+def delete_user(conn: Connection, *, name: str) -> None:
+    conn.execute(delete(U).where(U.c.pk == user_pk(conn, name)))
 
 
-async def verify_password(conn: AsyncConnection, *, name: str, password: str) -> Principal | None:
-    row = (await conn.execute(select(U).where(U.c.name == name))).first()
+def verify_password(conn: Connection, *, name: str, password: str) -> Principal | None:
+    row = (conn.execute(select(U).where(U.c.name == name))).first()
     try:
         _hasher.verify(row.password_hash if row and row.password_hash else _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
@@ -124,19 +123,17 @@ async def verify_password(conn: AsyncConnection, *, name: str, password: str) ->
     return Principal(row.pk, row.name, row.is_admin)
 
 
-async def create_api_key(conn: AsyncConnection, *, user_name: str, name: str) -> dict[str, Any]:
+def create_api_key(conn: Connection, *, user_name: str, name: str) -> dict[str, Any]:
     """Returns the key itself, once; only its hash is stored."""
-    pk = await user_pk(conn, user_name)
+    pk = user_pk(conn, user_name)
     key = "ck_" + secrets.token_urlsafe(32)
-    await conn.execute(
-        insert(K).values(user_pk=pk, name=name, prefix=key[:10], key_hash=sha256_hex(key))
-    )
+    conn.execute(insert(K).values(user_pk=pk, name=name, prefix=key[:10], key_hash=sha256_hex(key)))
     return {"name": name, "prefix": key[:10], "key": key}
 
 
-async def list_api_keys(conn: AsyncConnection, *, user_name: str) -> list[dict[str, Any]]:
-    pk = await user_pk(conn, user_name)
-    rows = (await conn.execute(select(K).where(K.c.user_pk == pk).order_by(K.c.pk))).all()
+def list_api_keys(conn: Connection, *, user_name: str) -> list[dict[str, Any]]:
+    pk = user_pk(conn, user_name)
+    rows = (conn.execute(select(K).where(K.c.user_pk == pk).order_by(K.c.pk))).all()
     return [
         {
             "name": r.name,
@@ -148,9 +145,9 @@ async def list_api_keys(conn: AsyncConnection, *, user_name: str) -> list[dict[s
     ]
 
 
-async def revoke_api_key(conn: AsyncConnection, *, user_name: str, prefix: str) -> int:
-    pk = await user_pk(conn, user_name)
-    result = await conn.execute(
+def revoke_api_key(conn: Connection, *, user_name: str, prefix: str) -> int:
+    pk = user_pk(conn, user_name)
+    result = conn.execute(
         update(K)
         .where(K.c.user_pk == pk, K.c.prefix == prefix, K.c.revoked_at.is_(None))
         .values(revoked_at=utcnow())
@@ -158,22 +155,20 @@ async def revoke_api_key(conn: AsyncConnection, *, user_name: str, prefix: str) 
     return int(result.rowcount)
 
 
-async def principal_for_api_key(conn: AsyncConnection, key: str) -> Principal | None:
+def principal_for_api_key(conn: Connection, key: str) -> Principal | None:
     stmt = (
         select(U.c.pk, U.c.name, U.c.is_admin)
         .join(K, K.c.user_pk == U.c.pk)
         .where(K.c.key_hash == sha256_hex(key), K.c.revoked_at.is_(None))
     )
-    row = (await conn.execute(stmt)).first()
+    row = conn.execute(stmt).first()
     return Principal(row.pk, row.name, row.is_admin) if row else None
 
 
-async def start_web_session(
-    conn: AsyncConnection, *, user: Principal, days: int
-) -> tuple[str, str]:
+def start_web_session(conn: Connection, *, user: Principal, days: int) -> tuple[str, str]:
     """A new browser sign-in: ``(cookie token, csrf token)``."""
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
-    await conn.execute(
+    conn.execute(
         insert(W).values(
             user_pk=user.user_pk,
             token_hash=sha256_hex(token),
@@ -184,15 +179,15 @@ async def start_web_session(
     return token, csrf
 
 
-async def principal_for_web_session(conn: AsyncConnection, token: str) -> Principal | None:
+def principal_for_web_session(conn: Connection, token: str) -> Principal | None:
     stmt = (
         select(U.c.pk, U.c.name, U.c.is_admin, W.c.csrf_token)
         .join(W, W.c.user_pk == U.c.pk)
         .where(W.c.token_hash == sha256_hex(token), W.c.expires_at > utcnow())
     )
-    row = (await conn.execute(stmt)).first()
+    row = conn.execute(stmt).first()
     return Principal(row.pk, row.name, row.is_admin, row.csrf_token) if row else None
 
 
-async def end_web_session(conn: AsyncConnection, token: str) -> None:
-    await conn.execute(delete(W).where(W.c.token_hash == sha256_hex(token)))
+def end_web_session(conn: Connection, token: str) -> None:
+    conn.execute(delete(W).where(W.c.token_hash == sha256_hex(token)))

@@ -6,26 +6,23 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from sqlalchemy import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, Row
 
 from chatkeep.store import content, messages
 
 
-async def build_prompt(
-    conn: AsyncConnection, session: Row[Any], user_message_id: str
-) -> list[dict[str, Any]]:
-    path = await messages.active_path(conn, session, leaf_id=user_message_id)
+def build_prompt(conn: Connection, session: Row[Any], user_message_id: str) -> list[dict[str, Any]]:
+    path = messages.active_path(conn, session, leaf_id=user_message_id)
     prompt = []
     for message in path:
         if message["status"] == "streaming" or not message["content"]:
             continue
-        body = await _inline_images(conn, session.user_pk, message["content"])
+        body = _inline_images(conn, session.user_pk, message["content"])
         prompt.append({"role": message["role"], "content": body})
     return prompt
 
 
-async def _inline_images(conn: AsyncConnection, user_pk: int, body: Any) -> Any:
+def _inline_images(conn: Connection, user_pk: int, body: Any) -> Any:
     """Stored images are blob references; the model gets them back as data: URLs."""
     if not isinstance(body, list):
         return body
@@ -33,7 +30,7 @@ async def _inline_images(conn: AsyncConnection, user_pk: int, body: Any) -> Any:
     for part in body:
         match = content.BLOB_URL.match(part.get("image_url", {}).get("url", ""))
         if part.get("type") == "image_url" and match:
-            found = await content.get_blob(conn, user_pk, match["sha"])
+            found = content.get_blob(conn, user_pk, match["sha"])
             if found is None:
                 continue
             media_type, data = found

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic_core import to_json
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from chatkeep.problems import Invalid
 from chatkeep.providers.registry import Providers, UnknownModel
@@ -130,11 +130,11 @@ class TurnManager:
             resolved.update(provider=provider, model=model_id)
             return model_id
 
-        async def work(conn: AsyncConnection) -> tuple[Turn, list[dict[str, Any]] | None]:
+        def work(conn: Connection) -> tuple[Turn, list[dict[str, Any]] | None]:
             if blobs:
-                await content.put_blobs(conn, user_pk, list(blobs))
-                await content.check_blob_refs(conn, user_pk, user_msg.content)
-            turn = await replies.start_turn(
+                content.put_blobs(conn, user_pk, list(blobs))
+                content.check_blob_refs(conn, user_pk, user_msg.content)
+            turn = replies.start_turn(
                 conn,
                 user_pk=user_pk,
                 session_id=session_id,
@@ -147,7 +147,7 @@ class TurnManager:
             )
             if not turn.created or turn.session_row is None:
                 return turn, None
-            return turn, await build_prompt(conn, turn.session_row, user_msg.id)
+            return turn, build_prompt(conn, turn.session_row, user_msg.id)
 
         try:
             turn, prompt = await self.db.write(work)
@@ -200,8 +200,7 @@ class TurnManager:
 
     async def _lost(self, gen: Generation) -> None:
         """Our reply was changed by someone else: find out what happened, then stop."""
-        async with self.db.read() as conn:
-            row = await replies.reply_state(conn, gen.turn.reply_pk)
+        row = await self.db.read(replies.reply_state, gen.turn.reply_pk)
         if row is None:
             gen.stop(SESSION_DELETED)
         elif row.status == CANCELLED:
@@ -217,8 +216,8 @@ class TurnManager:
                 gen.stop(SESSION_DELETED)
 
     async def cancel(self, *, user_pk: int, session_id: str, reply_id: str) -> dict[str, Any]:
-        async def work(conn: AsyncConnection) -> Any:
-            return await replies.cancel_reply(
+        def work(conn: Connection) -> Any:
+            return replies.cancel_reply(
                 conn, user_pk=user_pk, session_id=session_id, reply_id=reply_id
             )
 
@@ -231,8 +230,7 @@ class TurnManager:
         # with that text, not with the older checkpoint.
         deadline = asyncio.get_running_loop().time() + self.settings.lease_ttl_s
         while True:
-            async with self.db.read() as conn:
-                row = await replies.reply_state(conn, row.pk) or row
+            row = await self.db.read(replies.reply_state, row.pk) or row
             if not replies.in_flight(row) or asyncio.get_running_loop().time() > deadline:
                 return message_public(row, session_id)
             await asyncio.sleep(self.settings.checkpoint_interval_s)
@@ -257,8 +255,7 @@ class TurnManager:
         self, reply_pk: int, reply_id: str, session_id: str, offset: int
     ) -> AsyncIterator[dict[str, Any]]:
         while True:
-            async with self.db.read() as conn:
-                row = await replies.reply_state(conn, reply_pk)
+            row = await self.db.read(replies.reply_state, reply_pk)
             if row is None:
                 yield event(
                     "error",

@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, update
 
 from chatkeep.providers.base import Provider, ProviderError
 from chatkeep.store.engine import Database
@@ -50,8 +49,8 @@ async def improve_title(
         return None
     automatic = title_from(first_message)
 
-    async def work(conn: AsyncConnection) -> int:
-        result = await conn.execute(
+    def work(conn: Connection) -> int:
+        result = conn.execute(
             update(S)
             .where(S.c.pk == session_pk, S.c.title == automatic, S.c.deleted_at.is_(None))
             .values(title=title)

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Row, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, Row, update
 
 from chatkeep import metrics
 from chatkeep.store import replies
@@ -123,8 +122,7 @@ class CheckpointWriter:
         # so ask whether it is still ours: deleted or cancelled by another process (G5).
         idle = [pk for pk, t in self._tracked.items() if not t.dirty]
         if idle:
-            async with self.db.read() as conn:
-                lost_idle = await replies.not_owned(conn, self.owner, idle)
+            lost_idle = await self.db.read(replies.not_owned, self.owner, idle)
             for pk in lost_idle:
                 lost_one = self._tracked.pop(pk, None)
                 if lost_one is not None:
@@ -140,17 +138,17 @@ class CheckpointWriter:
         checkpoints = [replies.Checkpoint(pk, t.text()) for pk, t in dirty.items()]
         lease_until = utcnow() + timedelta(seconds=self.lease_ttl_s)
 
-        async def work(conn: AsyncConnection) -> tuple[set[int], dict[int, Row[Any] | None]]:
-            lost = await replies.checkpoint_many(conn, self.owner, checkpoints, lease_until)
+        def work(conn: Connection) -> tuple[set[int], dict[int, Row[Any] | None]]:
+            lost = replies.checkpoint_many(conn, self.owner, checkpoints, lease_until)
             if renew:
-                await conn.execute(
+                conn.execute(
                     update(M)
                     .where(M.c.lease_owner == self.owner, M.c.status == "streaming")
                     .values(lease_expires_at=lease_until)
                 )
             finished = {}
             for pk, f in finishing.items():
-                finished[pk] = await replies.finish_reply(
+                finished[pk] = replies.finish_reply(
                     conn,
                     reply_pk=pk,
                     owner=self.owner,

@@ -22,8 +22,7 @@ KeyPrefix = Annotated[str, Path(max_length=16, pattern=r"^[^\x00]*$")]
 @router.get("/status", response_model=AuthStatus)
 async def auth_status(request: Request, db: DbDep) -> dict[str, Any]:
     """Whether the instance still needs its first account, and who is signed in (if anyone)."""
-    async with db.read() as conn:
-        needs_setup = await users.count_users(conn) == 0
+    needs_setup = await db.read(users.count_users) == 0
     try:
         user: Principal | None = await current_user(request)
     except Problem:
@@ -41,12 +40,12 @@ async def setup(
 ) -> dict[str, Any]:
     """Create the first account, an admin, and sign it in. Refused once any account exists."""
 
-    async def work(conn: Any) -> Principal:
-        if await users.count_users(conn) > 0:
+    def work(conn: Any) -> Principal:
+        if users.count_users(conn) > 0:
             raise AlreadyExists("this instance is already set up; sign in")
-        await users.create_user(conn, name=body.name, password=body.password, admin=True)
-        principal = await users.verify_password(conn, name=body.name, password=body.password)
-        owner = await conn.scalar(
+        users.create_user(conn, name=body.name, password=body.password, admin=True)
+        principal = users.verify_password(conn, name=body.name, password=body.password)
+        owner = conn.scalar(
             table(InstanceSetup).select().with_only_columns(table(InstanceSetup).c.user_pk)
         )
         if principal is None or owner != principal.user_pk:
@@ -63,8 +62,7 @@ async def login(
 ) -> dict[str, Any]:
     client = request.client.host if request.client else "?"
     request.app.state.login_limiter.hit(f"login:{client}:{body.name}")
-    async with db.read() as conn:
-        principal = await users.verify_password(conn, name=body.name, password=body.password)
+    principal = await db.read(users.verify_password, name=body.name, password=body.password)
     if principal is None:
         raise Unauthorized("wrong name or password")
     return await _sign_in(db, settings, principal, response)
@@ -73,8 +71,8 @@ async def login(
 async def _sign_in(
     db: Any, settings: Settings, principal: Principal, response: Response
 ) -> dict[str, Any]:
-    async def work(conn: Any) -> tuple[str, str]:
-        return await users.start_web_session(conn, user=principal, days=settings.web_session_days)
+    def work(conn: Any) -> tuple[str, str]:
+        return users.start_web_session(conn, user=principal, days=settings.web_session_days)
 
     token, csrf = await db.write(work)
     max_age = settings.web_session_days * 86400
@@ -101,8 +99,8 @@ async def logout(request: Request, user: CurrentUser, db: DbDep) -> Response:
     token = request.cookies.get(SESSION_COOKIE)
     if token:
 
-        async def work(conn: Any) -> None:
-            await users.end_web_session(conn, token)
+        def work(conn: Any) -> None:
+            users.end_web_session(conn, token)
 
         await db.write(work)
     response = Response(status_code=204)
@@ -115,22 +113,21 @@ async def logout(request: Request, user: CurrentUser, db: DbDep) -> Response:
 async def create_key(body: KeyCreate, user: CurrentUser, db: DbDep) -> dict[str, Any]:
     """A new API key for the signed-in user. The key is in this response only."""
 
-    async def work(conn: Any) -> dict[str, Any]:
-        return await users.create_api_key(conn, user_name=user.name, name=body.name)
+    def work(conn: Any) -> dict[str, Any]:
+        return users.create_api_key(conn, user_name=user.name, name=body.name)
 
     return await db.write(work)
 
 
 @router.get("/keys")
 async def list_keys(user: CurrentUser, db: DbDep) -> list[dict[str, Any]]:
-    async with db.read() as conn:
-        return await users.list_api_keys(conn, user_name=user.name)
+    return await db.read(users.list_api_keys, user_name=user.name)
 
 
 @router.delete("/keys/{prefix}", status_code=204, response_class=Response)
 async def revoke_key(prefix: KeyPrefix, user: CurrentUser, db: DbDep) -> Response:
-    async def work(conn: Any) -> int:
-        return await users.revoke_api_key(conn, user_name=user.name, prefix=prefix)
+    def work(conn: Any) -> int:
+        return users.revoke_api_key(conn, user_name=user.name, prefix=prefix)
 
     if await db.write(work) == 0:
         raise NotFound(f"no active key {prefix}")

@@ -17,8 +17,7 @@ router = APIRouter(prefix="/api/blobs", tags=["blobs"])
 async def get_blob(
     sha256: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")], user: CurrentUser, db: DbDep
 ) -> Response:
-    async with db.read() as conn:
-        found = await content.get_blob(conn, user.user_pk, sha256)
+    found = await db.read(content.get_blob, user.user_pk, sha256)
     if found is None:
         raise NotFound("no such image")
     media_type, data = found

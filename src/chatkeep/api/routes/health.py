@@ -20,11 +20,10 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz")
 async def readyz(db: DbDep) -> dict[str, str]:
     try:
-        async with db.read() as conn:
-            await conn.execute(text("SELECT 1"))
+        await db.read(lambda conn: conn.execute(text("SELECT 1")))
     except Exception as exc:
         raise Unavailable("the database does not answer") from exc
-    return {"status": "ready", "database": db.engine.dialect.name}
+    return {"status": "ready", "database": db.dialect_name}
 
 
 @router.get("/metrics", response_class=Response)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
+from sqlalchemy import Connection
 
 from chatkeep import metrics
 from chatkeep.api.deps import CurrentUser, DbDep, MessageId, SessionId, SettingsDep
@@ -77,10 +78,10 @@ async def put_message(
     """Append one message (an import, or a reply generated elsewhere): 201, then 200 on replay."""
     msg, blobs = new_message(str(message_id), body, settings)
 
-    async def work(conn: Any) -> tuple[dict[str, Any], bool]:
-        await content.put_blobs(conn, user.user_pk, blobs)
-        await content.check_blob_refs(conn, user.user_pk, msg.content)
-        return await messages.append_message(
+    def work(conn: Any) -> tuple[dict[str, Any], bool]:
+        content.put_blobs(conn, user.user_pk, blobs)
+        content.check_blob_refs(conn, user.user_pk, msg.content)
+        return messages.append_message(
             conn, user_pk=user.user_pk, session_id=str(session_id), msg=msg
         )
 
@@ -99,9 +100,12 @@ async def sync_messages(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Every branch's messages after ``after_seq``, in order: incremental sync."""
-    async with db.read() as conn:
-        row = await sessions.live_session(conn, user.user_pk, str(session_id))
-        return await messages.messages_after(conn, row, after_seq=after_seq, limit=limit)
+
+    def load(conn: Connection) -> dict[str, Any]:
+        row = sessions.live_session(conn, user.user_pk, str(session_id))
+        return messages.messages_after(conn, row, after_seq=after_seq, limit=limit)
+
+    return await db.read(load)
 
 
 batch_router = APIRouter(prefix="/api/sessions", tags=["messages"])
@@ -122,11 +126,11 @@ async def append_batch(
     prepared = [new_message(str(item.id), item, settings) for item in body.messages]
     # Without a parent_id, each item continues from the one before it, as one conversation.
 
-    async def work(conn: Any) -> list[dict[str, Any]]:
+    def work(conn: Any) -> list[dict[str, Any]]:
         for msg, blobs in prepared:
-            await content.put_blobs(conn, user.user_pk, blobs)
-            await content.check_blob_refs(conn, user.user_pk, msg.content)
-        return await messages.append_batch(
+            content.put_blobs(conn, user.user_pk, blobs)
+            content.check_blob_refs(conn, user.user_pk, msg.content)
+        return messages.append_batch(
             conn, user_pk=user.user_pk, session_id=str(session_id), msgs=[m for m, _ in prepared]
         )
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response, status
+from sqlalchemy import Connection
 
 from chatkeep import metrics
 from chatkeep.api.deps import CurrentUser, DbDep, SessionId
@@ -28,8 +29,8 @@ async def put_session(
     """Create the session if absent (201), else return it (200). Same id, other fields: 409."""
     fields = body.model_dump(exclude_unset=True)
 
-    async def work(conn: Any) -> tuple[dict[str, Any], bool]:
-        return await sessions.create_session_once(
+    def work(conn: Any) -> tuple[dict[str, Any], bool]:
+        return sessions.create_session_once(
             conn, user_pk=user.user_pk, session_id=str(session_id), fields=fields
         )
 
@@ -50,16 +51,15 @@ async def list_sessions(
     pinned: bool | None = None,
 ) -> dict[str, Any]:
     """Newest first by ``updated_at``. Pass ``next_cursor`` back as ``cursor`` for the next page."""
-    async with db.read() as conn:
-        return await sessions.list_sessions(
-            conn,
-            user_pk=user.user_pk,
-            limit=limit,
-            cursor=cursor,
-            q=q,
-            archived=archived,
-            pinned=pinned,
-        )
+    return await db.read(
+        sessions.list_sessions,
+        user_pk=user.user_pk,
+        limit=limit,
+        cursor=cursor,
+        q=q,
+        archived=archived,
+        pinned=pinned,
+    )
 
 
 @router.get("/{session_id}", response_model=SessionDetail)
@@ -80,12 +80,15 @@ async def get_session(
 ) -> dict[str, Any]:
     """The session with the messages of its active path, root to leaf; ``has_more`` says
     whether ``limit`` left earlier ones out."""
-    async with db.read() as conn:
-        row = await sessions.live_session(conn, user.user_pk, str(session_id))
-        path, more = await messages.path_page(
+
+    def load(conn: Connection) -> dict[str, Any]:
+        row = sessions.live_session(conn, user.user_pk, str(session_id))
+        path, more = messages.path_page(
             conn, row, leaf_id=str(leaf_id) if leaf_id else None, limit=limit
         )
-    return {**sessions.session_public(row), "messages": path, "has_more": more}
+        return {**sessions.session_public(row), "messages": path, "has_more": more}
+
+    return await db.read(load)
 
 
 @router.patch("/{session_id}", response_model=SessionPublic)
@@ -99,8 +102,8 @@ async def patch_session(
     if "active_leaf_id" in changes and changes["active_leaf_id"] is not None:
         changes["active_leaf_id"] = str(changes["active_leaf_id"])
 
-    async def work(conn: Any) -> dict[str, Any]:
-        return await sessions.patch_session(
+    def work(conn: Any) -> dict[str, Any]:
+        return sessions.patch_session(
             conn, user_pk=user.user_pk, session_id=str(session_id), changes=changes
         )
 
@@ -113,8 +116,8 @@ async def delete_session(
 ) -> Response:
     """Delete wins (G5): the messages go, a tombstone stays, a running generation is stopped."""
 
-    async def work(conn: Any) -> int | None:
-        return await sessions.tombstone(conn, user_pk=user.user_pk, session_id=str(session_id))
+    def work(conn: Any) -> int | None:
+        return sessions.tombstone(conn, user_pk=user.user_pk, session_id=str(session_id))
 
     session_pk = await db.write(work)
     on_delete = getattr(request.app.state, "on_session_deleted", None)

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
+from sqlalchemy import Connection, Row
 from sse_starlette import EventSourceResponse
 
 from chatkeep import metrics
@@ -122,9 +123,12 @@ async def attach(
     ] = None,
 ) -> EventSourceResponse:
     """Attach to a reply: live while it streams, or its stored text once finished (G6)."""
-    async with db.read() as conn:
-        session = await live_session(conn, user.user_pk, str(session_id))
-        row = await find_message(conn, user.user_pk, str(message_id))
+
+    def load(conn: Connection) -> tuple[Row[Any], Row[Any] | None]:
+        session = live_session(conn, user.user_pk, str(session_id))
+        return session, find_message(conn, user.user_pk, str(message_id))
+
+    session, row = await db.read(load)
     if row is None or row.session_pk != session.pk:
         raise NotFound(f"no message {message_id} in this session")
     reply = message_public(row, str(session_id))
