@@ -72,8 +72,9 @@ def db_rows(db_url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
     async def query() -> list[tuple[Any, ...]]:
         db = Database(db_url)
         try:
-            async with db.read() as conn:
-                return [tuple(row) for row in await conn.execute(text(sql), params)]
+            return await db.read(
+                lambda conn: [tuple(row) for row in conn.execute(text(sql), params)]
+            )
         finally:
             await db.dispose()
 
