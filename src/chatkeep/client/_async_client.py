@@ -372,11 +372,11 @@ class AsyncOutbox:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
-    def pending(self) -> list[OutboxEntry]:
+    async def pending(self) -> list[OutboxEntry]:
         box = self._client._outbox
         return box.pending() if box else []
 
-    def failed(self) -> list[OutboxEntry]:
+    async def failed(self) -> list[OutboxEntry]:
         box = self._client._outbox
         return box.failed() if box else []
 
