@@ -77,6 +77,7 @@ class CacheMachine(RuleBasedStateMachine):
 
     @rule()
     def restart(self) -> None:
+        self.box.close()
         self.box = OutboxStore(self.path)
 
     @precondition(lambda self: self.queue_snapshot is None)
@@ -100,6 +101,9 @@ class CacheMachine(RuleBasedStateMachine):
         assert ids[: len(confirmed)] == confirmed  # the server's first, by seq
         self.queue_snapshot = None
 
+    def teardown(self) -> None:
+        self.box.close()
+
     @invariant()
     def each_write_is_in_one_place(self) -> None:
         queued = {e.id for e in self._entries()}
@@ -115,5 +119,5 @@ def test_cache_merge_never_duplicates_or_loses(tmp_path: Path) -> None:
     """TC-4.1, TC-4.3: any interleaving of adds, confirms, refusals, restarts and gets."""
     run_state_machine_as_test(
         lambda: CacheMachine(tmp_path / "outbox.sqlite"),
-        settings=settings(max_examples=25, stateful_step_count=20, deadline=None),
+        settings=settings(max_examples=15, stateful_step_count=20, deadline=None),
     )

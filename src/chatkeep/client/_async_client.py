@@ -88,6 +88,8 @@ class AsyncClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if self._outbox is not None:
+            self._outbox.close()
 
     async def search(self, q: str, limit: int | None = None) -> AsyncIterator[SearchHit]:
         """Hits across the caller's chats, best first, auto-paging; ``limit`` caps the total."""

@@ -86,6 +86,8 @@ class Client:
 
     def close(self) -> None:
         self._http.close()
+        if self._outbox is not None:
+            self._outbox.close()
 
     def search(self, q: str, limit: int | None = None) -> Iterator[SearchHit]:
         """Hits across the caller's chats, best first, auto-paging; ``limit`` caps the total."""

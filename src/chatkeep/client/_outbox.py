@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -43,19 +44,25 @@ class OutboxStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
-        with self._connect() as conn:
-            conn.executescript(SCHEMA)
+        # One connection, autocommit: every statement below is its own short transaction, so
+        # other processes' writers wait at most a statement (busy timeout 30 s).
+        self._conn = sqlite3.connect(
+            self.path, timeout=30, isolation_level=None, check_same_thread=False
+        )
+        self._guard = threading.Lock()
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a write reported queued survives a power loss too, like a 2xx from chatkeep.
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._guard:
+            self._conn.close()
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: a write reported queued survives a power loss too, like a 2xx from chatkeep.
-            conn.execute("PRAGMA synchronous=FULL")
-            yield conn
-        finally:
-            conn.close()
+        with self._guard:
+            yield self._conn
 
     def enqueue(self, write: Write) -> None:
         """Keep a write; the same write queued twice (a retry of a queued call) is kept once."""
