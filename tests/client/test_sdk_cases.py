@@ -263,30 +263,26 @@ def test_queued_write_refused_with_4xx_moves_to_failed(
 
 @pytest.mark.parametrize("status_code", [404, 409, 410, 422])
 def test_answers_that_would_not_change_are_not_retried(
-    make_client: Callable[..., Any], sdk_stack: SdkStack, status_code: int
+    make_client: Callable[..., Any], proxy: FaultProxy, status_code: int
 ) -> None:
-    """SPEC 6.1: 404, 409, 410 and 422 raise at once, without a retry."""
-    ck = make_client(max_retries=5)
+    """SPEC 6.1: 404, 409, 410 and 422 raise at once: one request reaches the server (a new
+    connection per request, so the proxy counts them)."""
+    ck = make_client(base_url=proxy.url, max_retries=5, fresh=True)
     s = ck.sessions.create(title="x")
-    errors: dict[int, tuple[type[Exception], Callable[[], Any]]] = {
+    if status_code == 410:
+        ck.sessions.delete(s.id)
+    actions: dict[int, tuple[type[Exception], Callable[[], Any]]] = {
         404: (chatkeep.NotFound, lambda: ck.sessions.get(new_id())),
-        409: (
-            chatkeep.Conflict,
-            lambda: ck.sessions.create(id=s.id, title="another title"),
-        ),
-        410: (
-            chatkeep.Gone,
-            lambda: (
-                ck.sessions.delete(s.id),
-                ck.messages.append(s.id, role="user", content="late"),
-            ),
-        ),
+        409: (chatkeep.Conflict, lambda: ck.sessions.create(id=s.id, title="another title")),
+        410: (chatkeep.Gone, lambda: ck.messages.append(s.id, role="user", content="late")),
         422: (
             chatkeep.UnprocessableEntity,
             lambda: ck.messages.append(s.id, role="user", content=[]),
         ),
     }
-    kind, action = errors[status_code]
+    kind, action = actions[status_code]
+    before = proxy.stats().connections
     with pytest.raises(kind) as caught:
         action()
     assert caught.value.status == status_code and caught.value.code
+    assert proxy.stats().connections == before + 1
