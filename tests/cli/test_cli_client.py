@@ -112,6 +112,12 @@ def test_chatgpt_import_twice_changes_nothing(
     assert second.returncode == 0, second.stderr
     assert _state(cli_stack, sid) == before
 
+    with sdk(cli_stack) as ck:  # a chat deleted after its import never comes back (G5)
+        ck.sessions.delete(derived_id("chatgpt", "6a1b2c3d-0000-4000-8000-000000000002"))
+    third = cli.run("import", str(export))
+    assert third.returncode == 0 and "skipped 'Greeting'" in third.stderr, third.stderr
+    assert _state(cli_stack, sid) == before
+
 
 @SQLITE_ONLY
 def test_open_webui_import_keeps_branches_and_current_message(

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from chatkeep import Client, Conflict
+from chatkeep import Client, Conflict, Gone
 from chatkeep.cli._connect import clean_errors, err, fail, open_client
 from chatkeep.cli.import_formats import (
     ImportedChat,
@@ -41,12 +41,16 @@ def batches(messages: Sequence[ImportedMessage]) -> Iterator[list[ImportedMessag
         yield batch
 
 
-def import_chat(client: Client, chat: ImportedChat, advance: Callable[[int], None]) -> None:
-    """One chat: replays of what an earlier import wrote change nothing."""
+def import_chat(client: Client, chat: ImportedChat, advance: Callable[[int], None]) -> bool:
+    """One chat: replays of what an earlier import wrote change nothing. False when the chat
+    was deleted since an earlier import: a deleted id never comes back (G5)."""
     try:
         leaf = client.sessions.create(id=chat.id, title=chat.title).active_leaf_id
     except Conflict:
         leaf = client.sessions.get(chat.id).active_leaf_id  # renamed since the last import
+    except Gone:
+        advance(len(chat.messages))
+        return False
     for batch in batches(chat.messages):
         client.messages.append_many(chat.id, [m.item() for m in batch])
         advance(len(batch))
@@ -54,6 +58,7 @@ def import_chat(client: Client, chat: ImportedChat, advance: Callable[[int], Non
     # second import does not even touch updated_at.
     if chat.active_leaf_id and leaf != chat.active_leaf_id:
         client.sessions.update(chat.id, active_leaf_id=chat.active_leaf_id)
+    return True
 
 
 def read_export(path: Path) -> list[ImportedChat]:
@@ -85,6 +90,9 @@ def import_command(
     )
     with client, clean_errors(client), Progress(*columns, console=err, transient=False) as bar:
         task = bar.add_task("importing messages", total=total)
-        for chat in chats:
-            import_chat(client, chat, lambda n: bar.advance(task, n))
-    err.print(f"imported {len(chats)} chats ({total} messages) from {file}")
+        skipped = [c for c in chats if not import_chat(client, c, lambda n: bar.advance(task, n))]
+    for chat in skipped:
+        err.print(f"skipped {chat.title!r}: deleted since an earlier import ({chat.id})")
+    done = len(chats) - len(skipped)
+    count = total - sum(len(c.messages) for c in skipped)
+    err.print(f"imported {done} chats ({count} messages) from {file}")
