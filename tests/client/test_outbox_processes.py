@@ -75,7 +75,7 @@ def test_a_flush_killed_half_way_is_finished_without_duplicates(
     outbox = tmp_path / "outbox.sqlite"
     chats = queue_offline(sdk_stack, proxy, outbox, per_chat=15)
     first = next(iter(chats))
-    proxy.set(delay_s=0.05)  # a slow network, so the kill lands mid-flush
+    proxy.set(delay_s=0.1)  # a slow network, so the kill lands mid-flush
     proc = child(sdk_stack, proxy, outbox)
     deadline = time.monotonic() + 30
     while len(message_rows(sdk_stack.db_url, first)) < 4:

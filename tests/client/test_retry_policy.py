@@ -74,7 +74,7 @@ def test_the_deadline_bounds_the_whole_call() -> None:
     began = time.monotonic()
     with pytest.raises(chatkeep.ServerError):
         retrying(RetryPolicy(max_retries=100, deadline=1.0))(slow_server)
-    assert time.monotonic() - began < 1.5
+    assert time.monotonic() - began < 3.0  # unbounded, 100 retries would take 30 s
 
 
 def test_a_404_is_raised_at_once() -> None:
