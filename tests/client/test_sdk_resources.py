@@ -11,7 +11,6 @@ import pytest
 from sdkkit import SdkStack
 
 import chatkeep
-from support.factories import new_id
 
 
 def test_sessions_list_pages_through_everything(ck: Any) -> None:
