@@ -189,6 +189,9 @@ def test_401_refreshes_credentials_once(
     assert len(calls) == 1
     ck.sessions.create(title="Again")  # the new key is kept
     assert len(calls) == 1
+    streaming = make_client(api_key="ck_expired", on_unauthorized=refresh)
+    reply = streaming.turns.send(new_id(), "hi", session={})  # the stream's own request
+    assert reply.content == "Echo: hi" and len(calls) == 2
 
     stale: list[int] = []
 
