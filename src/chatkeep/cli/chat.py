@@ -9,6 +9,7 @@ sends that one message and prints only the reply on standard output, for shell s
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from chatkeep import Client
 from chatkeep.cli._connect import clean_errors, fail, open_client, resolve_session
 from chatkeep.client._calls import new_id
 
+REDRAW_S = 0.08
 HELP = "/new  /sessions  /model [NAME]  /regenerate  /quit   (Ctrl-C stops a reply)"
 
 
@@ -126,12 +128,17 @@ class Repl:
             self.sid, options["session"] = new_id(), {}
         stream = self.client.turns.stream(self.sid, content, **options)
         self.last = LastTurn(options["id"], content)
-        text = ""
+        text, shown = "", 0.0
         with Live(Markdown(""), console=self.console, refresh_per_second=12) as live:
             try:
                 for piece in stream.text_deltas:
                     text += piece
-                    live.update(Markdown(text))
+                    # Parsing the whole reply per delta would grow quadratically: a frame at most
+                    # every REDRAW_S, and the last one after the loop.
+                    if time.monotonic() - shown >= REDRAW_S:
+                        live.update(Markdown(text))
+                        shown = time.monotonic()
+                live.update(Markdown(text))
             except KeyboardInterrupt:
                 stream.close()
                 self.client.turns.cancel(self.sid, stream.reply_id)
