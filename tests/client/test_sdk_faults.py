@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from sdkkit import SdkStack, db_rows, message_rows
 
 from support.fault_proxy import FaultProxy
@@ -13,26 +14,43 @@ from support.fault_proxy import FaultProxy
 REPLY = " ".join(f"word{n:03d}" for n in range(150))
 
 
+def write_through_faults(
+    ck: Any, proxy: FaultProxy, stack: SdkStack, *, chats: int, appends: int, rate: float
+) -> None:
+    """``chats`` session creates, then ``appends`` appends spread over them, with ``rate`` of
+    the connections dropped or cut (before, during or after the server's answer); then every
+    write must be stored once, in order, with contiguous seqs."""
+    proxy.set(drop_rate=rate / 2, cut_rate=rate / 2, cut_after=(0, 400))
+    sessions = [ck.sessions.create(title=f"chaos {n}") for n in range(chats)]
+    written: dict[str, list[str]] = {s.id: [] for s in sessions}
+    for n in range(appends):
+        sid = sessions[n % chats].id
+        written[sid].append(ck.messages.append(sid, role="user", content=f"m{n}").id)
+    stats = proxy.stats()
+    assert stats.dropped + stats.cut >= (chats + appends) * rate / 2, stats  # faults happened
+    ids = ",".join(f"'{sid}'" for sid in written)
+    assert len(db_rows(stack.db_url, f"SELECT pk FROM sessions WHERE id IN ({ids})")) == chats
+    for sid, mids in written.items():
+        rows = message_rows(stack.db_url, sid)
+        assert [r[0] for r in rows] == mids
+        assert [r[1] for r in rows] == list(range(1, len(mids) + 1))
+
+
 def test_thirty_percent_faults_leave_exactly_the_rows_written(
     make_client: Callable[..., Any], proxy: FaultProxy, sdk_stack: SdkStack
 ) -> None:
-    """50 session creates and 200 appends, 30% of connections dropped or cut (before, during or
-    after the server's answer): every write lands once, in order, with contiguous seqs."""
+    """50 session creates and 200 appends at 30% faults: exactly those rows (G1)."""
     ck = make_client(base_url=proxy.url, max_retries=12, fresh=True)
-    proxy.set(drop_rate=0.15, cut_rate=0.15, cut_after=(0, 400))
-    sessions = [ck.sessions.create(title=f"chaos {n}") for n in range(50)]
-    written: dict[str, list[str]] = {s.id: [] for s in sessions}
-    for n in range(200):
-        sid = sessions[n % 50].id
-        written[sid].append(ck.messages.append(sid, role="user", content=f"m{n}").id)
-    stats = proxy.stats()
-    assert stats.dropped + stats.cut >= 50, stats  # the faults did happen
-    ids = ",".join(f"'{sid}'" for sid in written)
-    assert len(db_rows(sdk_stack.db_url, f"SELECT pk FROM sessions WHERE id IN ({ids})")) == 50
-    for sid, mids in written.items():
-        rows = message_rows(sdk_stack.db_url, sid)
-        assert [r[0] for r in rows] == mids
-        assert [r[1] for r in rows] == [1, 2, 3, 4]
+    write_through_faults(ck, proxy, sdk_stack, chats=50, appends=200, rate=0.3)
+
+
+@pytest.mark.chaos
+def test_chaos_half_the_connections_fail(
+    make_client: Callable[..., Any], proxy: FaultProxy, sdk_stack: SdkStack
+) -> None:
+    """The long run for ``make chaos``: 500 creates and 3,000 appends at 50% faults."""
+    ck = make_client(base_url=proxy.url, max_retries=30, deadline=300, fresh=True)
+    write_through_faults(ck, proxy, sdk_stack, chats=500, appends=3000, rate=0.5)
 
 
 def test_a_stream_cut_twice_yields_the_upstream_text_once_with_one_model_call(
