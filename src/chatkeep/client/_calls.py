@@ -130,13 +130,16 @@ def append_message(session_id: str, message_id: str | None, body: dict[str, Any]
     return Write(call, "message", mid, session_id, queued_message(session_id, mid, body))
 
 
+BATCH_FIELDS = {"id", "role", "content", "parent_id", "model", "status", "error", "usage"}
+
+
 def append_batch(session_id: str, items: Sequence[Mapping[str, Any]]) -> Write:
     """One atomic batch (G9); every item gets its id here, so a retried batch is a replay."""
     prepared = []
     for item in items:
-        extra = set(item) - {"id", "role", "content", "parent_id", "model", "status", "error"}
-        if extra - {"usage"}:
-            raise TypeError(f"unknown message fields: {sorted(extra - {'usage'})}")
+        unknown = set(item) - BATCH_FIELDS
+        if unknown:
+            raise TypeError(f"unknown message fields: {sorted(unknown)}")
         prepared.append({**item, "id": str(item.get("id") or new_id())})
     if not prepared:
         raise ValueError("append_many needs at least one message")
