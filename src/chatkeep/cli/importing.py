@@ -1,7 +1,7 @@
 """``chatkeep import FILE`` (SPEC 6.2): a ChatGPT or Open WebUI export into your chats.
 
 The file is parsed whole first (``import_formats``), so a malformed one imports nothing. Each
-chat is then one session create and one atomic batch per 200 messages (G9), all with ids derived
+chat is then one session create and one atomic batch per 500 messages (G9), all with ids derived
 from the source's, so a second import of the same file is a replay that changes nothing, and an
 import that stopped half-way (a lost connection) is completed by running it again.
 """
@@ -24,8 +24,10 @@ from chatkeep.cli.import_formats import (
     load_export,
 )
 
-BATCH_ITEMS = 200  # well under the server's max_batch_items (500)
-BATCH_CHARS = 2_000_000  # and under its request body limit
+# One batch is one transaction (G9), so a chat of up to BATCH_ITEMS messages is imported all or
+# nothing; the server's default max_batch_items is 500 and its body limit 16 MiB.
+BATCH_ITEMS = 500
+BATCH_CHARS = 3_000_000
 
 
 def batches(messages: Sequence[ImportedMessage]) -> Iterator[list[ImportedMessage]]:
