@@ -72,6 +72,9 @@ def test_async_client_mirrors_client() -> None:
                 async_kind = inspect.iscoroutinefunction(two) or inspect.isasyncgenfunction(two)
                 assert async_kind, f"AsyncClient.{resource}.{method} is not async"
         assert list(inspect.signature(sync.search).parameters) == ["q", "limit"]
+        stream = ["session_id", "content", "model", "id", "reply_id", "parent_id", "session"]
+        assert list(inspect.signature(sync.turns.stream).parameters) == stream
+        assert list(inspect.signature(sync.turns.send).parameters) == stream
         assert inspect.isasyncgenfunction(asyn.search)
     finally:
         sync.close()

@@ -332,9 +332,20 @@ class Turns:
         )
         return TurnStream(self._client, StreamState(session_id, body))
 
-    def send(self, session_id: str, content: Content, **options: Any) -> Message:
+    def send(
+        self,
+        session_id: str,
+        content: Content,
+        *,
+        model: str | None = None,
+        id: str | None = None,
+        reply_id: str | None = None,
+        parent_id: str | None = None,
+        session: Mapping[str, Any] | None = None,
+    ) -> Message:
         """The final reply; ``TurnError`` when the stream ends with an ``error`` event."""
-        with self.stream(session_id, content, **options) as stream:
+        options = {"model": model, "id": id, "reply_id": reply_id, "parent_id": parent_id}
+        with self.stream(session_id, content, session=session, **options) as stream:
             for _ in stream:
                 pass
             stream.state.raise_for_error()
