@@ -21,13 +21,14 @@ PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && echo sudo; })
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: help venv system-deps run lint test bench chaos clean
+.PHONY: help venv system-deps run lint test bench bench-peers chaos clean
 
 help:
 	@echo "make run          start chatkeep (data in \$$CHATKEEP_DATA_DIR, default data/)"
 	@echo "make test         lint, then every test except chaos ones"
 	@echo "make lint         ruff check, ruff format --check, mypy"
 	@echo "make bench        run the benchmarks (python -m bench)"
+	@echo "make bench-peers  chatkeep against LangChain and Open WebUI (python -m bench.peers)"
 	@echo "make chaos        run the chaos tests"
 	@echo "make venv         create .venv and install chatkeep with its test extras"
 	@echo "make system-deps  apt-install PostgreSQL, Chromium, redis-server, nginx if missing"
@@ -79,6 +80,10 @@ run: venv
 
 bench: venv system-deps
 	$(BIN)/python -m bench $(ARGS)
+
+# The peers get virtualenvs of their own under $$CHATKEEP_BENCH_SCRATCH (first run: ~3 GB).
+bench-peers: venv system-deps
+	$(BIN)/python -m bench.peers $(ARGS)
 
 # ---- checking -----------------------------------------------------------------------------
 

@@ -106,7 +106,23 @@ class TimeBelow:
     source: str = ""
 
 
-Target = RatioAtMost | TimeBelow
+@dataclass(frozen=True)
+class SpreadAtMost:
+    """Target: this row's p99 is at most ``limit`` times its own p50 (a steady tail)."""
+
+    limit: float
+
+
+@dataclass(frozen=True)
+class SumAtMost:
+    """Target: ``stat`` of this row is at most the sum of ``factor x stat`` of rows ``terms``,
+    e.g. an HTTP append <= GET /healthz + 1.5x a raw INSERT."""
+
+    terms: tuple[tuple[str, float], ...]
+    stat: Stat = "p50"
+
+
+Target = RatioAtMost | TimeBelow | SpreadAtMost | SumAtMost
 
 
 @dataclass
@@ -178,6 +194,18 @@ class Rows:
         return result
 
     def _check(self, stats: Stats, target: Target) -> Check:
+        if isinstance(target, SpreadAtMost):
+            value = stats.p99 / stats.p50
+            return Check(
+                f"p99 <= {target.limit:g}x own p50", value, target.limit, "x", value <= target.limit
+            )
+        if isinstance(target, SumAtMost):
+            limit = sum(f * self[ref].stats.get(target.stat) for ref, f in target.terms)
+            label = " + ".join(f"{f:g}x {ref}" for ref, f in target.terms)
+            value = stats.get(target.stat)
+            return Check(
+                f"{target.stat} <= {label} = {limit:.2f} ms", value, limit, "ms", value <= limit
+            )
         if isinstance(target, RatioAtMost):
             value = stats.get(target.stat) / self[target.ref].stats.get(target.stat)
             return Check(

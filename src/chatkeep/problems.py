@@ -74,6 +74,10 @@ class Invalid(Problem):
     status, code, title = 422, "validation_error", "Invalid request"
 
 
+class InvalidQuery(Invalid):
+    code, title = "invalid_query", "The search query has nothing to search for"
+
+
 class InvalidParent(Invalid):
     code, title = "invalid_parent", "parent_id is not a message of this session"
 

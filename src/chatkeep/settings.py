@@ -65,6 +65,12 @@ class Settings(BaseSettings):
         default=1200, description="Requests per user (or address) per minute; 0 turns it off."
     )
     login_attempts_per_minute: int = 10
+    auth_cache_ttl_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long a process reuses a checked API key or sign-in (0: never). A "
+        "revocation or sign-out made in another process takes effect within this time.",
+    )
 
     # Browser sign-in.
     cookie_secure: bool = False
@@ -85,6 +91,10 @@ class Settings(BaseSettings):
     default_model: str = ""
     upstream_timeout_s: float = 120.0
     title_from_model: bool = False
+
+    # Full-text search (docs/search.md): a PostgreSQL text search configuration; 'simple'
+    # stems nothing, as SQLite's unicode61 does, so both databases find the same words.
+    search_language: str = Field(default="simple", pattern=r"^[a-z_]{1,63}$")
 
     # Turns.
     checkpoint_interval_s: float = Field(default=0.25, le=0.25)

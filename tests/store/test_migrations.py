@@ -13,11 +13,14 @@ from sqlalchemy import Connection
 
 from chatkeep.store import migrate
 from chatkeep.store.engine import Database
+from chatkeep.store.search import is_search_object
 from chatkeep.store.tables import Base
 
 
 def _drift(conn: Connection) -> list[Any]:
-    context = MigrationContext.configure(conn, opts={"compare_type": True})
+    # Migration 0003's search indexes are SQL of their own (FTS5, tsvector), not declared tables.
+    opts = {"compare_type": True, "include_name": lambda name, *_: not is_search_object(name)}
+    context = MigrationContext.configure(conn, opts=opts)
     return list(compare_metadata(context, Base.metadata))
 
 

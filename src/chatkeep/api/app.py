@@ -12,10 +12,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chatkeep import __version__, metrics, web
 from chatkeep.api import errors
 from chatkeep.api.limits import RateLimiter, RequestLimits
-from chatkeep.api.routes import auth, blobs, health, messages, sessions, turns
+from chatkeep.api.routes import auth, blobs, health, messages, search, sessions, turns
 from chatkeep.providers.registry import Providers
 from chatkeep.settings import Settings
 from chatkeep.store import migrate
+from chatkeep.store import search as search_index
 from chatkeep.store.engine import Database
 from chatkeep.turns.manager import TurnManager
 
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         if settings.migrate_on_start:
             await migrate.upgrade(db)
+            await db.write(search_index.use_language, language=settings.search_language)
         providers = await Providers.from_settings(settings)
         turns = TurnManager(db, providers, settings)
         await turns.start()
@@ -69,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         messages.batch_router,
         turns.router,
         blobs.router,
+        search.router,
     ):
         app.include_router(router)
 

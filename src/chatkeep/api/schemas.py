@@ -237,3 +237,22 @@ class ModelPublic(BaseModel):
 class ModelsList(BaseModel):
     models: list[ModelPublic]
     default: str | None
+
+
+class SearchHit(BaseModel):
+    session_id: str
+    session_title: str
+    message_id: str | None = Field(description="None for a chat whose title matches.")
+    role: Role | None
+    seq: int | None
+    snippet: str = Field(description="Plain text, never HTML.")
+    highlights: list[tuple[int, int]] = Field(
+        description="[start, end) character offsets into snippet of the matched words."
+    )
+    created_at: datetime
+    score: float
+
+
+class SearchPage(BaseModel):
+    hits: list[SearchHit]
+    next_cursor: str | None

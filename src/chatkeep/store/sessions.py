@@ -7,10 +7,11 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, or_, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from chatkeep.problems import Gone, IdempotencyConflict, Invalid, InvalidParent, NotFound
+from chatkeep.store import search
 from chatkeep.store.hashing import request_hash
 from chatkeep.store.tables import ChatSession, Message, table, utcnow
 
@@ -78,13 +79,16 @@ def create_session_once(
     return session_public(existing), False
 
 
+# Built once: building a statement costs more than running it through the cache (issue 6).
+_BY_ID = select(S).where(S.c.user_pk == bindparam("user_pk"), S.c.id == bindparam("session_id"))
+_BY_ID_FOR_UPDATE = _BY_ID.with_for_update()
+
+
 def _get_row(
     conn: Connection, user_pk: int, session_id: str, *, for_update: bool = False
 ) -> Row[Any] | None:
-    stmt = select(S).where(S.c.user_pk == user_pk, S.c.id == session_id)
-    if for_update and conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    return conn.execute(stmt).first()
+    stmt = _BY_ID_FOR_UPDATE if for_update and conn.dialect.name == "postgresql" else _BY_ID
+    return conn.execute(stmt, {"user_pk": user_pk, "session_id": session_id}).first()
 
 
 def live_session(
@@ -140,7 +144,10 @@ def list_sessions(
         # Case-insensitive beyond ASCII: an ICU collation on PostgreSQL (a C-locale database
         # folds only A-Z), and Python's str.lower as SQLite's lower() (see engine.py).
         title = S.c.title.collate("und-x-icu") if conn.dialect.name == "postgresql" else S.c.title
-        stmt = stmt.where(func.lower(title).contains(q.lower(), autoescape=True))
+        in_title = func.lower(title).contains(q.lower(), autoescape=True)
+        # Titles by substring (as typed so far), titles and message text by word (issue 10).
+        by_word = search.sessions_matching(conn.dialect.name, user_pk, q)
+        stmt = stmt.where(in_title if by_word is None else or_(in_title, S.c.pk.in_(by_word)))
     if cursor:
         after_stamp, after_pk = _decode_cursor(cursor)
         # The leading ``<=`` bounds the index range scan; the OR alone would be a filter.

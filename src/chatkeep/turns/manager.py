@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from pydantic_core import to_json
 from sqlalchemy import Connection
 
@@ -40,11 +41,19 @@ def derived_reply_id(message_id: str) -> str:
     return str(uuid.uuid5(_REPLY_NAMESPACE, message_id))
 
 
-def event(name: str, data: Any, event_id: str | None = None) -> dict[str, Any]:
-    sse: dict[str, Any] = {"event": name, "data": to_json(data).decode()}
+def event(name: str, data: Any, event_id: str | None = None) -> bytes:
+    """One server-sent event, encoded once, as the bytes that go on the wire (issue 6: no event
+    object, regular expression and buffer per token). The same lines, in the same order, as
+    sse-starlette writes: ``id``, ``event``, ``data``, CRLF-separated. Names and ids never hold
+    a newline and JSON escapes its own, so no field needs splitting."""
+    try:
+        payload = orjson.dumps(data, option=orjson.OPT_UTC_Z)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits in a reply's usage
+        payload = to_json(data)
+    head = b"event: " + name.encode() + b"\r\ndata: "
     if event_id is not None:
-        sse["id"] = event_id
-    return sse
+        head = b"id: " + event_id.encode() + b"\r\n" + head
+    return head + payload + b"\r\n\r\n"
 
 
 def parse_last_event_id(value: str | None, reply_id: str) -> int | None:
@@ -237,7 +246,7 @@ class TurnManager:
 
     async def follow(
         self, *, reply_pk: int, reply_id: str, session_id: str, offset: int
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncIterator[bytes]:
         """``delta`` events from ``offset``, then ``done`` or ``error`` (G6): from the live
         relay when this process generates the reply, else from its stored checkpoints."""
         gen = self.live.get(reply_id)
@@ -253,7 +262,7 @@ class TurnManager:
 
     async def _follow_stored(
         self, reply_pk: int, reply_id: str, session_id: str, offset: int
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncIterator[bytes]:
         while True:
             row = await self.db.read(replies.reply_state, reply_pk)
             if row is None:
@@ -272,7 +281,7 @@ class TurnManager:
             await asyncio.sleep(self.settings.checkpoint_interval_s)
 
 
-def final_event(reply: dict[str, Any]) -> dict[str, Any]:
+def final_event(reply: dict[str, Any]) -> bytes:
     """The closing event for a reply that is already finished."""
     if reply["status"] == "complete":
         return event("done", reply)

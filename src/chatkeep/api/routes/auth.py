@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 
-from chatkeep.api.auth import CSRF_COOKIE, SESSION_COOKIE, current_user
+from chatkeep.api.auth import CSRF_COOKIE, SESSION_COOKIE, current_user, principal_cache
 from chatkeep.api.deps import CurrentUser, DbDep, SettingsDep
 from chatkeep.api.schemas import AuthStatus, Credentials, KeyCreate, KeyCreated
 from chatkeep.problems import AlreadyExists, NotFound, Problem, Unauthorized
@@ -103,6 +103,7 @@ async def logout(request: Request, user: CurrentUser, db: DbDep) -> Response:
             users.end_web_session(conn, token)
 
         await db.write(work)
+        principal_cache(request).clear()
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE)
     response.delete_cookie(CSRF_COOKIE)
@@ -125,10 +126,12 @@ async def list_keys(user: CurrentUser, db: DbDep) -> list[dict[str, Any]]:
 
 
 @router.delete("/keys/{prefix}", status_code=204, response_class=Response)
-async def revoke_key(prefix: KeyPrefix, user: CurrentUser, db: DbDep) -> Response:
+async def revoke_key(prefix: KeyPrefix, request: Request, user: CurrentUser, db: DbDep) -> Response:
     def work(conn: Any) -> int:
         return users.revoke_api_key(conn, user_name=user.name, prefix=prefix)
 
-    if await db.write(work) == 0:
+    revoked = await db.write(work)
+    principal_cache(request).clear()
+    if revoked == 0:
         raise NotFound(f"no active key {prefix}")
     return Response(status_code=204)

@@ -9,6 +9,7 @@ from sqlalchemy import Connection
 
 from chatkeep import metrics
 from chatkeep.api.deps import CurrentUser, DbDep, MessageId, SessionId, SettingsDep
+from chatkeep.api.encoding import json_response
 from chatkeep.api.schemas import (
     BatchCreate,
     BatchResult,
@@ -73,8 +74,7 @@ async def put_message(
     user: CurrentUser,
     db: DbDep,
     settings: SettingsDep,
-    response: Response,
-) -> dict[str, Any]:
+) -> Response:
     """Append one message (an import, or a reply generated elsewhere): 201, then 200 on replay."""
     msg, blobs = new_message(str(message_id), body, settings)
 
@@ -87,8 +87,7 @@ async def put_message(
 
     public, created = await db.write(work)
     metrics.WRITES.labels(resource="message", outcome="created" if created else "replayed").inc()
-    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-    return public
+    return json_response(public, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
 @router.get("", response_model=MessagesPage)
@@ -98,14 +97,14 @@ async def sync_messages(
     db: DbDep,
     after_seq: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,  # seq is a BIGINT
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> dict[str, Any]:
+) -> Response:
     """Every branch's messages after ``after_seq``, in order: incremental sync."""
 
     def load(conn: Connection) -> dict[str, Any]:
         row = sessions.live_session(conn, user.user_pk, str(session_id))
         return messages.messages_after(conn, row, after_seq=after_seq, limit=limit)
 
-    return await db.read(load)
+    return json_response(await db.read(load))
 
 
 batch_router = APIRouter(prefix="/api/sessions", tags=["messages"])

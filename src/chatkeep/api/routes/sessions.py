@@ -10,6 +10,7 @@ from sqlalchemy import Connection
 
 from chatkeep import metrics
 from chatkeep.api.deps import CurrentUser, DbDep, SessionId
+from chatkeep.api.encoding import json_response
 from chatkeep.api.schemas import (
     SessionCreate,
     SessionDetail,
@@ -24,8 +25,8 @@ router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
 @router.put("/{session_id}", response_model=SessionPublic, status_code=201)
 async def put_session(
-    session_id: SessionId, body: SessionCreate, user: CurrentUser, db: DbDep, response: Response
-) -> dict[str, Any]:
+    session_id: SessionId, body: SessionCreate, user: CurrentUser, db: DbDep
+) -> Response:
     """Create the session if absent (201), else return it (200). Same id, other fields: 409."""
     fields = body.model_dump(exclude_unset=True)
 
@@ -36,8 +37,7 @@ async def put_session(
 
     public, created = await db.write(work)
     metrics.WRITES.labels(resource="session", outcome="created" if created else "replayed").inc()
-    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-    return public
+    return json_response(public, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
 @router.get("", response_model=SessionsPage)
@@ -49,9 +49,9 @@ async def list_sessions(
     q: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")] = None,
     archived: bool = False,
     pinned: bool | None = None,
-) -> dict[str, Any]:
+) -> Response:
     """Newest first by ``updated_at``. Pass ``next_cursor`` back as ``cursor`` for the next page."""
-    return await db.read(
+    page = await db.read(
         sessions.list_sessions,
         user_pk=user.user_pk,
         limit=limit,
@@ -60,6 +60,7 @@ async def list_sessions(
         archived=archived,
         pinned=pinned,
     )
+    return json_response(page)
 
 
 @router.get("/{session_id}", response_model=SessionDetail)
@@ -77,7 +78,7 @@ async def get_session(
             "the parent_id of the first message you have)."
         ),
     ] = None,
-) -> dict[str, Any]:
+) -> Response:
     """The session with the messages of its active path, root to leaf; ``has_more`` says
     whether ``limit`` left earlier ones out."""
 
@@ -88,7 +89,7 @@ async def get_session(
         )
         return {**sessions.session_public(row), "messages": path, "has_more": more}
 
-    return await db.read(load)
+    return json_response(await db.read(load))
 
 
 @router.patch("/{session_id}", response_model=SessionPublic)

@@ -41,7 +41,7 @@ def manager(request: Request) -> TurnManager:
     return turns
 
 
-def sse(events: AsyncIterator[dict[str, Any]]) -> EventSourceResponse:
+def sse(events: AsyncIterator[bytes]) -> EventSourceResponse:
     # A comment line every 15 s keeps proxies from closing an idle stream (SPEC 9).
     return EventSourceResponse(
         events, ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
@@ -86,7 +86,7 @@ async def post_turn(
     metrics.WRITES.labels(resource="turn", outcome="created" if turn.created else "replayed").inc()
     offset = parse_last_event_id(last_event_id, reply_id)
 
-    async def events() -> AsyncIterator[dict[str, Any]]:
+    async def events() -> AsyncIterator[bytes]:
         if offset is None:
             yield event("message", turn.user_message)
             yield event("start", started_reply(turn.reply))
@@ -135,7 +135,7 @@ async def attach(
     resume = parse_last_event_id(last_event_id, str(message_id))
     start = resume if resume is not None else (offset or 0)
 
-    async def events() -> AsyncIterator[dict[str, Any]]:
+    async def events() -> AsyncIterator[bytes]:
         if resume is None and offset is None:
             yield event("start", started_reply(reply))
         if not in_flight(row):

@@ -4,6 +4,7 @@
 import { api } from "./api.js";
 import { newChat, openSession, setSidebar } from "./chat.js";
 import * as outbox from "./outbox.js";
+import { decorate, loadHits } from "./search.js";
 import { sessionState, state, subscribe } from "./state.js";
 
 const PAGE = 30;
@@ -33,7 +34,9 @@ export async function refresh({ reset = false } = {}) {
       const params = new URLSearchParams({ archived: "false", pinned: "true", limit: "200" });
       pinned = (await api.get(`/api/sessions?${params}`)).sessions;
     }
+    const hits = loadHits(query); // snippets of the matching messages (search.js)
     const page = await api.get(`/api/sessions?${listParams({ limit: String(limit) })}`);
+    await hits;
     if (token !== generation) return;
     items = [...pinned, ...page.sessions];
     unpinnedLoaded = page.sessions.length;
@@ -119,6 +122,7 @@ function itemElement(session) {
     closeDrawer();
     openSession(session.id);
   });
+  decorate(link, session);
   li.append(link);
   if (!session.queued) {
     const more = document.createElement("button");
