@@ -266,17 +266,18 @@ class FaultProxy:
                     return False
                 if delay:
                     await asyncio.sleep(delay)
+                # Counted before it is written, so a test that has the bytes sees them counted.
                 if cut_after is not None and sent + len(data) > cut_after:
                     data = data[: cut_after - sent]
+                    self._count(counter, len(data), cut=True)
                     if data:
                         writer.write(data)
                         await writer.drain()
-                    self._count(counter, len(data), cut=True)
                     return True
+                self._count(counter, len(data))
                 writer.write(data)
                 await writer.drain()
                 sent += len(data)
-                self._count(counter, len(data))
         except (ConnectionError, OSError):
             return False
 
