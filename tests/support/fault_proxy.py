@@ -6,7 +6,8 @@ to a target, and on each new connection draws from a seeded ``random.Random`` wh
 - **cut** its response: forward the request, then close both sides after ``cut_after`` bytes of
   the response (0: the server did the work but the client never hears of it — the case an
   idempotent retry exists for; a few hundred: mid-body, mid-stream);
-- **delay** it: wait ``delay_s`` before forwarding each chunk of the response;
+- **delay** it: wait ``delay_s`` before forwarding each chunk of the response (``delay_next``:
+  only the next connections, e.g. longer than the client's timeout);
 
 and it can go **down** (stop listening and reset every open connection: connect refused) and come
 back **up** on the same port. ``cut_next(n)`` cuts exactly the next connections, for tests that
@@ -69,6 +70,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._faults = Faults()
         self._cut_next: list[int] = []
+        self._delay_next: list[float] = []
         self._stats = ProxyStats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -96,6 +98,12 @@ class FaultProxy:
         """Cut the responses of the next ``count`` connections after ``after_bytes`` bytes."""
         with self._lock:
             self._cut_next.extend([after_bytes] * count)
+
+    def delay_next(self, seconds: float, count: int = 1) -> None:
+        """Hold the responses of the next ``count`` connections back by ``seconds`` (the request
+        still reaches the target at once: a client that times out has already been served)."""
+        with self._lock:
+            self._delay_next.extend([seconds] * count)
 
     def stats(self) -> ProxyStats:
         with self._lock:
@@ -130,7 +138,7 @@ class FaultProxy:
     def stop(self) -> None:
         if self._loop is None or self._thread is None:
             return
-        self._call(self._down())
+        self._call(self._shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop = None
@@ -173,21 +181,30 @@ class FaultProxy:
             with suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5)
 
+    async def _shutdown(self) -> None:
+        """Down, and every connection's task finished, so nothing is left on a closed loop."""
+        await self._down()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _decide(self) -> tuple[bool, int | None, float]:
         """Drop?, cut after how many bytes (None: never), delay: one draw per connection."""
         with self._lock:
             self._stats.connections += 1
             faults = self._faults
+            delay = self._delay_next.pop(0) if self._delay_next else faults.delay_s
             if self._cut_next:
-                return False, self._cut_next.pop(0), faults.delay_s
+                return False, self._cut_next.pop(0), delay
             if self._random.random() < faults.drop_rate:
                 self._stats.dropped += 1
-                return True, None, faults.delay_s
+                return True, None, delay
             cut = None
             if self._random.random() < faults.cut_rate:
                 after = faults.cut_after
                 cut = after if isinstance(after, int) else self._random.randint(*after)
-            return False, cut, faults.delay_s
+            return False, cut, delay
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         drop, cut_after, delay = self._decide()
@@ -249,17 +266,18 @@ class FaultProxy:
                     return False
                 if delay:
                     await asyncio.sleep(delay)
+                # Counted before it is written, so a test that has the bytes sees them counted.
                 if cut_after is not None and sent + len(data) > cut_after:
                     data = data[: cut_after - sent]
+                    self._count(counter, len(data), cut=True)
                     if data:
                         writer.write(data)
                         await writer.drain()
-                    self._count(counter, len(data), cut=True)
                     return True
+                self._count(counter, len(data))
                 writer.write(data)
                 await writer.drain()
                 sent += len(data)
-                self._count(counter, len(data))
         except (ConnectionError, OSError):
             return False
 
