@@ -114,3 +114,31 @@ async def test_batch_refused_before_any_write(api: httpx.AsyncClient) -> None:
     await api.delete(f"/api/sessions/{sid}")
     deleted = await batch(api, sid, [item("x")])
     assert (missing.status_code, deleted.status_code) == (404, 410)
+
+
+async def test_batch_items_keep_their_given_creation_times(api: httpx.AsyncClient) -> None:
+    """SPEC 6.2 (an import in batches): each item keeps its time; the same batch again is a
+    replay (200), the same id with another time a 409 that saves nothing, a naive time a 422."""
+    sid = await new_session(api)
+    items = [
+        item("old question", "user", created_at="2023-11-14T22:13:20.5Z"),
+        item("old answer", created_at="2023-11-14T22:13:25Z"),
+        item("no time given"),
+    ]
+    first = await batch(api, sid, items)
+    assert first.status_code == 201
+    times = [r["message"]["created_at"] for r in first.json()["results"]]
+    assert times[0].startswith("2023-11-14T22:13:20.5")
+    assert times[1].startswith("2023-11-14T22:13:25") and times[2] > times[1]
+    again = await batch(api, sid, items)
+    assert again.status_code == 200
+    assert [r["message"] for r in again.json()["results"]] == [
+        r["message"] for r in first.json()["results"]
+    ]
+    moved = [items[0], {**items[1], "created_at": "2023-11-14T22:13:26Z"}]
+    conflict = await batch(api, sid, moved)
+    assert conflict.status_code == 409
+    assert [r["status"] for r in conflict.json()["results"]] == [424, 409]
+    naive = await batch(api, sid, [item("x", created_at="2023-11-14T22:13:20")])
+    assert naive.status_code == 422
+    assert await stored(api, sid) == (3, [i["id"] for i in items])

@@ -194,3 +194,60 @@ async def test_a_50_message_chat_loads_whole_in_one_request(api: httpx.AsyncClie
         f"/api/sessions/{sid}", params={"limit": 40, "leaf_id": tail["messages"][0]["parent_id"]}
     )
     assert [m["id"] for m in earlier.json()["messages"]] == [i["id"] for i in items[:30]]
+
+
+async def test_a_given_creation_time_is_kept_and_part_of_the_request(
+    api: httpx.AsyncClient,
+) -> None:
+    """SPEC 6.2: an import keeps the source's dates. The time is part of the request (G1): the
+    same instant again, in another offset, is a replay; another time for the id is a 409. A time
+    without a zone, far in the future, or out of range is a 422 problem, never a 500 (G8)."""
+    sid, mid = await new_session(api), new_id()
+    first = await put(api, sid, mid, created_at="2023-11-14T22:13:20.125+00:00")
+    same = await put(api, sid, mid, created_at="2023-11-15T00:13:20.125+02:00")
+    other = await put(api, sid, mid, created_at="2023-11-14T22:13:21+00:00")
+    without = await put(api, sid, mid)
+    assert (first.status_code, same.status_code) == (201, 200)
+    assert (other.status_code, without.status_code) == (409, 409)
+    assert first.json()["created_at"].startswith("2023-11-14T22:13:20.125")
+    assert same.content == first.content
+    assert (await synced(api, sid))[0]["created_at"] == first.json()["created_at"]
+    # The session moves on to the imported time at most, never back from its own "now".
+    session = (await api.get(f"/api/sessions/{sid}")).json()
+    assert session["updated_at"] > first.json()["created_at"]
+
+    refused = {
+        stamp: await put(api, sid, new_id(), created_at=stamp)
+        for stamp in (
+            "2023-11-14T22:13:20",  # naive
+            "2999-01-01T00:00:00Z",  # far future
+            "0001-01-01T00:00:00+05:00",  # before year 1 in UTC
+            "1969-12-31T23:59:59Z",
+            "yesterday",
+        )
+    }
+    assert {s: r.status_code for s, r in refused.items()} == dict.fromkeys(refused, 422)
+    for response in refused.values():
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["code"] == "validation_error"
+    assert len(await synced(api, sid)) == 1
+
+
+async def test_a_session_created_with_a_time_keeps_it(api: httpx.AsyncClient) -> None:
+    """SPEC 6.2: an imported chat keeps its date, and its updated_at follows its imported
+    messages (its original place in the sidebar), not the moment of the import."""
+    sid = new_id()
+    body = {"title": "old", "created_at": "2023-11-14T22:13:20Z"}
+    created = await api.put(f"/api/sessions/{sid}", json=body)
+    replay = await api.put(f"/api/sessions/{sid}", json=body)
+    other = await api.put(f"/api/sessions/{sid}", json={**body, "created_at": "2024-01-01T00:00Z"})
+    naive = await api.put(f"/api/sessions/{new_id()}", json={**body, "created_at": "2023-11-14"})
+    assert (created.status_code, replay.status_code, other.status_code) == (201, 200, 409)
+    assert naive.status_code == 422
+    assert created.json()["created_at"] == created.json()["updated_at"]
+    assert created.json()["created_at"].startswith("2023-11-14T22:13:20")
+    later = await put(api, sid, new_id(), created_at="2023-11-14T23:00:00Z")
+    assert later.status_code == 201
+    session = (await api.get(f"/api/sessions/{sid}")).json()
+    assert session["created_at"] == created.json()["created_at"]
+    assert session["updated_at"] == later.json()["created_at"]

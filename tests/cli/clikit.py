@@ -58,7 +58,7 @@ def _node(
         message = {
             "id": nid,
             "author": {"role": role, "name": None, "metadata": {}},
-            "create_time": 1_700_000_000.0 + len(nid),
+            "create_time": 1_700_000_000.125 + len(nid),  # a fraction: kept to the µs
             "update_time": None,
             "content": {"content_type": content_type, "parts": parts or []},
             "status": "finished_successfully",

@@ -5,6 +5,7 @@ status 1, never a traceback, nothing half-imported)."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,19 @@ def test_chatgpt_import_twice_changes_nothing(
         "[image not included in the export: file-AbC123]\nWhich tram is this?",
         "That is tram 28.",
     )
+    # The source's creation times are kept (SPEC 6.2), so the chat shows its original dates
+    # and takes its original place in the sidebar: updated_at is its latest message's time.
+    source = chatgpt_export()[0]
+    with sdk(cli_stack) as ck:
+        session = ck.sessions.get(sid)
+        stored = {m.id: m.created_at for m in ck.messages.list(sid)}
+    assert session.created_at == datetime.fromtimestamp(source["create_time"], UTC)
+    expected = {
+        ids[n]: datetime.fromtimestamp(source["mapping"][n]["message"]["create_time"], UTC)
+        for n in ids
+    }
+    assert stored == expected
+    assert session.updated_at == max(expected.values())
     second = cli.run("import", str(export))
     assert second.returncode == 0, second.stderr
     assert _state(cli_stack, sid) == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -32,6 +33,21 @@ def test_update_delete_and_gone(ck: Any) -> None:
         ck.messages.append(s.id, role="user", content="too late")
     with pytest.raises(chatkeep.Gone):
         ck.sessions.get(s.id)
+
+
+def test_created_at_keeps_an_imported_date(ck: Any) -> None:
+    """SPEC 6.2 through the SDK: create, append and append_many carry a creation time."""
+    then = datetime(2023, 11, 14, 22, 13, 20, 125000, tzinfo=UTC)
+    s = ck.sessions.create(title="Imported", created_at=then)
+    one = ck.messages.append(s.id, role="user", content="q", created_at=then)
+    many = ck.messages.append_many(
+        s.id, [{"role": "assistant", "content": "a", "created_at": then + timedelta(seconds=5)}]
+    )
+    assert s.created_at == one.created_at == then
+    assert many[0].created_at == then + timedelta(seconds=5)
+    assert ck.sessions.get(s.id).updated_at == then + timedelta(seconds=5)
+    with pytest.raises(ValueError, match="time zone"):
+        ck.messages.append(s.id, role="user", content="q", created_at=datetime(2023, 1, 1))
 
 
 def test_branches_and_roots_by_parent_id(ck: Any) -> None:

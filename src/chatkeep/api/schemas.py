@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 # How deep a client may nest JSON (in ``error`` and ``usage``): far below the depth at which
 # pydantic can no longer serialize it back (about 250 levels), far above any real use.
@@ -39,11 +46,41 @@ def _check_json(value: Any, depth: int = 0) -> None:
             _check_json(item, depth + 1)
 
 
+# A client-given creation time (an import keeping the source's dates, SPEC 6.2): a little
+# ahead of this server's clock is skew, far ahead is a mistake.
+MAX_CLOCK_SKEW = timedelta(days=1)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _past_instant(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    # In UTC here, so an offset near year 1 or 9999 is a 422 and not an OverflowError (G8).
+    try:
+        when = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("out of range") from None
+    if when < EARLIEST:
+        raise ValueError("may not be before 1970")
+    if when > datetime.now(UTC) + MAX_CLOCK_SKEW:
+        raise ValueError("may not be in the future")
+    return when
+
+
 Role = Literal["system", "user", "assistant"]
 Status = Literal["complete", "streaming", "error", "cancelled", "interrupted"]
 Title = Annotated[str, Field(max_length=500), AfterValidator(_no_nul)]
 ModelName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
 Name = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_no_nul)]
+CreatedAt = Annotated[
+    AwareDatetime | None,
+    AfterValidator(_past_instant),
+    Field(
+        default=None,
+        description="When it was created, with a time zone (an import keeping the source's "
+        "dates); absent: now. Not after this server's clock plus a day.",
+    ),
+]
 
 
 class Strict(BaseModel):
@@ -87,6 +124,7 @@ class SessionCreate(Body):
     model: ModelName | None = None
     pinned: bool = False
     archived: bool = False
+    created_at: CreatedAt = None
 
 
 class SessionUpdate(Body):
@@ -150,6 +188,7 @@ class MessageCreate(Body):
     status: Literal["complete", "error", "cancelled", "interrupted"] = "complete"
     error: dict[str, Any] | None = None
     usage: dict[str, Any] | None = None
+    created_at: CreatedAt = None
 
 
 class BatchItem(MessageCreate):

@@ -47,6 +47,8 @@ class ImportedMessage:
         }
         if self.model:
             body["model"] = self.model[:200]
+        if self.created_at is not None:
+            body["created_at"] = self.created_at  # the source's date is kept (SPEC 6.2)
         return body
 
 
@@ -65,10 +67,16 @@ def derived_id(*parts: str) -> str:
 
 
 def _time(value: Any) -> datetime | None:
-    if isinstance(value, int | float) and value > 0:
+    """A source's epoch time, or None (then the server's now) for none or a nonsense one: the
+    server refuses times in the future, and one bad stamp should not stop an import."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
         # Open WebUI uses seconds, sometimes milliseconds.
         seconds = value / 1000 if value > 10**11 else value
-        return datetime.fromtimestamp(seconds, UTC)
+        try:
+            when = datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+        return when if when <= datetime.now(UTC) else None
     return None
 
 

@@ -47,14 +47,21 @@ def import_chat(client: Client, chat: ImportedChat, advance: Callable[[int], Non
     """One chat: replays of what an earlier import wrote change nothing. False when the chat
     was deleted since an earlier import: a deleted id never comes back (G5)."""
     try:
-        leaf = client.sessions.create(id=chat.id, title=chat.title).active_leaf_id
+        created = client.sessions.create(id=chat.id, title=chat.title, created_at=chat.created_at)
+        leaf = created.active_leaf_id
     except Conflict:
         leaf = client.sessions.get(chat.id).active_leaf_id  # renamed since the last import
     except Gone:
         advance(len(chat.messages))
         return False
     for batch in batches(chat.messages):
-        client.messages.append_many(chat.id, [m.item() for m in batch])
+        items = [m.item() for m in batch]
+        try:
+            client.messages.append_many(chat.id, items)
+        except Conflict:
+            # Imported by a version that did not send the source's times: the same batch
+            # without them is that import's replay (a real conflict stays one).
+            client.messages.append_many(chat.id, [{**i, "created_at": None} for i in items])
         advance(len(batch))
     # The source's current node is the active leaf (SPEC 6.2); set only when it differs, so a
     # second import does not even touch updated_at.

@@ -73,8 +73,24 @@ def _given(**values: Any) -> dict[str, Any]:
     return {name: value for name, value in values.items() if value is not NOT_GIVEN}
 
 
+def stamp(value: datetime | str) -> str:
+    """A creation time as JSON (the outbox stores calls as JSON); naive is refused here, as
+    the server would (it cannot know the zone)."""
+    if isinstance(value, str):
+        return value
+    if value.tzinfo is None:
+        raise ValueError("created_at needs a time zone (e.g. datetime.now(UTC))")
+    return value.isoformat()
+
+
 def create_session(
-    *, id: str | None, title: str | None, model: str | None, pinned: bool, archived: bool
+    *,
+    id: str | None,
+    title: str | None,
+    model: str | None,
+    pinned: bool,
+    archived: bool,
+    created_at: datetime | None = None,
 ) -> Write:
     sid = id or new_id()
     body = _given(title=title if title is not None else NOT_GIVEN, model=model or NOT_GIVEN)
@@ -82,6 +98,8 @@ def create_session(
         body["pinned"] = True
     if archived:
         body["archived"] = True
+    if created_at is not None:
+        body["created_at"] = stamp(created_at)
     queued = Session(
         id=sid, title=title or "", model=model, pinned=pinned, archived=archived, status="queued"
     )
@@ -101,6 +119,7 @@ def message_body(
     status: str | None = None,
     error: dict[str, Any] | None = None,
     usage: dict[str, Any] | None = None,
+    created_at: datetime | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"role": role, "content": content}
     if parent_id is not NOT_GIVEN:
@@ -108,6 +127,8 @@ def message_body(
     for name, value in (("model", model), ("status", status), ("error", error), ("usage", usage)):
         if value is not None:
             body[name] = value
+    if created_at is not None:
+        body["created_at"] = stamp(created_at)
     return body
 
 
@@ -120,7 +141,7 @@ def queued_message(session_id: str, message_id: str, body: Mapping[str, Any]) ->
         content=body["content"],
         model=body.get("model"),
         status="queued",
-        created_at=_now(),
+        created_at=body.get("created_at") or _now(),
     )
 
 
@@ -130,7 +151,9 @@ def append_message(session_id: str, message_id: str | None, body: dict[str, Any]
     return Write(call, "message", mid, session_id, queued_message(session_id, mid, body))
 
 
-BATCH_FIELDS = {"id", "role", "content", "parent_id", "model", "status", "error", "usage"}
+BATCH_FIELDS = {
+    "id", "role", "content", "parent_id", "model", "status", "error", "usage", "created_at",
+}  # fmt: skip
 
 
 def append_batch(session_id: str, items: Sequence[Mapping[str, Any]]) -> Write:
@@ -140,7 +163,10 @@ def append_batch(session_id: str, items: Sequence[Mapping[str, Any]]) -> Write:
         unknown = set(item) - BATCH_FIELDS
         if unknown:
             raise TypeError(f"unknown message fields: {sorted(unknown)}")
-        prepared.append({**item, "id": str(item.get("id") or new_id())})
+        ready = {**item, "id": str(item.get("id") or new_id())}
+        if ready.get("created_at") is not None:
+            ready["created_at"] = stamp(ready["created_at"])
+        prepared.append(ready)
     if not prepared:
         raise ValueError("append_many needs at least one message")
     queued = [queued_message(session_id, m["id"], m) for m in prepared]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -197,9 +198,16 @@ class Sessions:
         id: str | None = None,
         pinned: bool = False,
         archived: bool = False,
+        created_at: datetime | None = None,
     ) -> Session:
+        """``created_at`` (time-zone aware): keep another app's date on an import."""
         write = _calls.create_session(
-            id=id, title=title, model=model, pinned=pinned, archived=archived
+            id=id,
+            title=title,
+            model=model,
+            pinned=pinned,
+            archived=archived,
+            created_at=created_at,
         )
         body = self._client._write(write)
         return body if isinstance(body, Session) else Session.model_validate(body)
@@ -273,9 +281,11 @@ class Messages:
         status: str | None = None,
         error: dict[str, Any] | None = None,
         usage: dict[str, Any] | None = None,
+        created_at: datetime | None = None,
     ) -> Message:
         """Append one message without generating. ``parent_id`` left out: after the active
-        leaf; ``None``: a new root; an earlier message: a branch."""
+        leaf; ``None``: a new root; an earlier message: a branch. ``created_at`` (time-zone
+        aware): keep another app's date on an import; left out: the server's now."""
         body = _calls.message_body(
             role=role,
             content=content,
@@ -284,6 +294,7 @@ class Messages:
             status=status,
             error=error,
             usage=usage,
+            created_at=created_at,
         )
         result = self._client._write(_calls.append_message(session_id, id, body))
         return result if isinstance(result, Message) else Message.model_validate(result)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
@@ -169,8 +170,14 @@ def next_seq(session: Row[Any]) -> int:
     return int(session.last_seq) + 1
 
 
-def advance_session(conn: Connection, session: Row[Any], leaf_id: str) -> Row[Any]:
-    params = {"b_pk": session.pk, "b_leaf": leaf_id, "b_now": utcnow()}
+def advance_session(
+    conn: Connection, session: Row[Any], leaf_id: str, created_at: datetime | None = None
+) -> Row[Any]:
+    """Move ``last_seq`` on and touch ``updated_at``: now, or for a message with a client-given
+    (imported) time, that time if later than the session's, so an imported chat takes its
+    original place in the sidebar rather than the top (SPEC 6.2)."""
+    now = utcnow() if created_at is None else max(session.updated_at, created_at)
+    params = {"b_pk": session.pk, "b_leaf": leaf_id, "b_now": now}
     row: Row[Any] = conn.execute(_ADVANCE, params).one()
     return row
 
@@ -204,7 +211,7 @@ def append_to_locked(
         if replay is None:
             raise IdempotencyConflict(f"message {msg.id} was stored with other content")
         return replay, False, session
-    session = advance_session(conn, session, msg.id)
+    session = advance_session(conn, session, msg.id, msg.extra.get("created_at"))
     return message_public(row, session.id), True, session
 
 

@@ -49,8 +49,14 @@ def create_session_once(
         "pinned": bool(fields.get("pinned", False)),
         "archived": bool(fields.get("archived", False)),
     }
-    fingerprint = request_hash(canonical)
-    now = utcnow()
+    given = fields.get("created_at")
+    # A client-given time (an import) is in the fingerprint only when given, so replays of
+    # requests without it keep theirs (G1). updated_at starts there too: the imported messages
+    # then move it on to the last one's time (``advance_session``), not to now.
+    fingerprint = request_hash(
+        canonical if given is None else {**canonical, "created_at": given.isoformat()}
+    )
+    now = utcnow() if given is None else given
     values = {
         "user_pk": user_pk,
         "id": session_id,

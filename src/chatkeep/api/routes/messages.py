@@ -40,17 +40,22 @@ def new_message(
     normalized, blobs = content.normalize_content(raw["content"], content_limits(settings))
     parent_given = "parent_id" in body.model_fields_set
     parent_id = str(body.parent_id) if body.parent_id is not None else None
-    fingerprint = request_hash(
-        {
-            "role": body.role,
-            "content": normalized,
-            "parent_id": parent_id if parent_given else "<active leaf>",
-            "model": body.model,
-            "status": body.status,
-            "error": body.error,
-            "usage": body.usage,
-        }
-    )
+    request = {
+        "role": body.role,
+        "content": normalized,
+        "parent_id": parent_id if parent_given else "<active leaf>",
+        "model": body.model,
+        "status": body.status,
+        "error": body.error,
+        "usage": body.usage,
+    }
+    extra: dict[str, Any] = {}
+    if body.created_at is not None:
+        # Only when given, so the fingerprints of requests without it stay as they were (G1);
+        # in UTC, so the same instant with another offset is the same request.
+        request["created_at"] = body.created_at.isoformat()
+        extra["created_at"] = body.created_at
+    fingerprint = request_hash(request)
     msg = messages.NewMessage(
         id=message_id,
         role=body.role,
@@ -62,6 +67,7 @@ def new_message(
         status=body.status,
         error=body.error,
         usage=body.usage,
+        extra=extra,
     )
     return msg, blobs
 
