@@ -12,7 +12,7 @@ import pytest
 from clikit import Cli, chatgpt_export, open_webui_export
 
 import chatkeep
-from chatkeep.cli.import_formats import derived_id
+from chatkeep.cli.import_formats import derived_id, load_export
 from support.sdk_stack import SdkStack
 
 # Each run of the command costs a process start; only the import round trip, whose replays the
@@ -131,6 +131,25 @@ def test_chatgpt_import_twice_changes_nothing(
     third = cli.run("import", str(export))
     assert third.returncode == 0 and "skipped 'Greeting'" in third.stderr, third.stderr
     assert _state(cli_stack, sid) == before
+
+
+@SQLITE_ONLY
+def test_a_chat_imported_without_times_is_still_a_replay(
+    cli: Cli, cli_stack: SdkStack, tmp_path: Path
+) -> None:
+    """A file imported by a chatkeep that did not send the source's times: importing it again
+    changes nothing rather than stopping at a 409 (the times of that import stay)."""
+    export = tmp_path / "conversations.json"
+    export.write_text(json.dumps(chatgpt_export()))
+    greeting = load_export(export.read_bytes())[1]
+    with sdk(cli_stack) as ck:
+        ck.sessions.create(id=greeting.id, title=greeting.title)
+        old = [{**m.item(), "created_at": None} for m in greeting.messages]
+        ck.messages.append_many(greeting.id, old)
+    before = _state(cli_stack, greeting.id)
+    done = cli.run("import", str(export))
+    assert done.returncode == 0 and "imported 2 chats (7 messages)" in done.stderr, done.stderr
+    assert _state(cli_stack, greeting.id) == before
 
 
 @SQLITE_ONLY
