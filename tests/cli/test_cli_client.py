@@ -139,16 +139,18 @@ def test_a_chat_imported_without_times_is_still_a_replay(
 ) -> None:
     """A file imported by a chatkeep that did not send the source's times: importing it again
     changes nothing rather than stopping at a 409 (the times of that import stay)."""
+    source = chatgpt_export()[1]
+    source["conversation_id"] = "6a1b2c3d-0000-4000-8000-00000000000a"  # not in other tests
     export = tmp_path / "conversations.json"
-    export.write_text(json.dumps(chatgpt_export()))
-    greeting = load_export(export.read_bytes())[1]
+    export.write_text(json.dumps([source]))
+    (greeting,) = load_export(export.read_bytes())
     with sdk(cli_stack) as ck:
         ck.sessions.create(id=greeting.id, title=greeting.title)
         old = [{**m.item(), "created_at": None} for m in greeting.messages]
         ck.messages.append_many(greeting.id, old)
     before = _state(cli_stack, greeting.id)
     done = cli.run("import", str(export))
-    assert done.returncode == 0 and "imported 2 chats (7 messages)" in done.stderr, done.stderr
+    assert done.returncode == 0 and "imported 1 chats (2 messages)" in done.stderr, done.stderr
     assert _state(cli_stack, greeting.id) == before
 
 
