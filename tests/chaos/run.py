@@ -60,7 +60,7 @@ from chatkeep.store.tables import ApiKey, User, table  # noqa: E402
 from chatkeep.store.users import sha256_hex  # noqa: E402
 from support.checker import History, Verdict, check_stream  # noqa: E402
 from support.factories import new_id  # noqa: E402
-from support.fake_upstream import FakeUpstream, run_fake_upstream  # noqa: E402
+from support.fake_upstream import FakeUpstream, default_reply, run_fake_upstream  # noqa: E402
 from support.fault_proxy import FaultProxy  # noqa: E402
 from support.postgres import PostgresCluster  # noqa: E402
 from support.server import REPO, ServerProcess  # noqa: E402
@@ -120,12 +120,25 @@ class Figures:
 class Log:
     """What every client sent and was told, shared by all of them (one event loop)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fake: FakeUpstream) -> None:
         self.history = History()
         self.streams = Verdict()
         self.requests = 0
         self.turns_final = 0
         self.answers: Counter[str] = Counter()  # by status, or the kind of failure
+        self.fake = fake
+
+    def echo_of(self, text: str) -> str:
+        """What the upstream answers to the turn whose user message is ``text``. The server
+        merges consecutive user messages into one (an appended note before the turn, or a turn
+        whose reply failed empty: issue 8, roles alternate), so the prompt's last user message
+        is the merge that ends with ``text``, as the upstream received it. Texts hold random
+        ids, so at most one prompt ends with this one."""
+        for body in self.fake.requests:
+            answer = default_reply(body.get("messages") or [])
+            if answer.endswith(text):
+                return answer
+        return echo(text)  # the upstream never saw it (refused before the model was called)
 
 
 # ---- the clients ----------------------------------------------------------------------------
@@ -209,7 +222,7 @@ async def turn(
     stored = any(r[1] for r in results)
     started = any(r[2] for r in results)
     finals = [r[0] for r in results if r[0] is not None and r[0].final is not None]
-    sent = echo(text)
+    sent = log.echo_of(text)
     if stored:
         log.history.ack(mid, text)
     elif all(r[0] is not None and r[0].problem is not None for r in results):
@@ -514,7 +527,7 @@ async def run_database(
         proxy = FaultProxy(server.url, seed=rng.getrandbits(32)).start()
         try:
             proxy.set(drop_rate=0.03, cut_rate=0.08, cut_after=(0, 4000), delay_s=0.0)
-            log, chaos = Log(), Chaos()
+            log, chaos = Log(fake), Chaos()
             faults = Faults(plan, rng, server, fake, figures, cluster, sqlite_file)
             end = time.monotonic() + plan.run_deadline_s
             stop_upstream = asyncio.Event()
